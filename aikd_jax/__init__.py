@@ -1,0 +1,1 @@
+"""aikd_jax: adversarial self-knowledge distillation (AI-KD) in JAX/Flax."""

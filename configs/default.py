@@ -1,0 +1,59 @@
+"""The paper's recipe (AI-KD section 5.2 and PS-KD's code): CIFAR-100, PreAct ResNet-18.
+
+  python -m aikd_jax.main --config=configs/default.py --workdir=/tmp/aikd_default
+
+Every experiment config starts from this one and overrides what differs.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = 'aikd'  # aikd | no_adv | only_progressive | only_guide | baseline
+  c.num_epochs = 300
+  c.batch_size = 128  # global, over all devices and hosts
+  c.eval_batch_size = 500
+  c.dtype = 'float32'  # 'bfloat16': activations in bf16, params/BN stats/logits in f32
+  # Train the superior in another run's workdir (`DIR/superior/`), shared by many students.
+  c.superior_workdir = config_dict.placeholder(str)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'cifar100'
+  c.data.tfds_dir = config_dict.placeholder(str)  # TFDS data_dir; None: TFDS default
+  c.data.train_subset = config_dict.placeholder(int)  # first N train examples (demo, probes)
+  c.data.eval_subset = config_dict.placeholder(int)  # first N test examples
+
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = 'preact_resnet18'
+  c.model.width = 64
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 0.1
+  c.optim.momentum = 0.9
+  c.optim.nesterov = True
+  c.optim.weight_decay = 5e-4  # coupled L2 on all parameters, as torch.optim.SGD
+  c.optim.lr_milestones = (150, 225)  # epochs
+  c.optim.lr_decay = 0.1
+
+  c.aikd = ml_collections.ConfigDict()
+  c.aikd.alpha_ce = 0.6
+  c.aikd.alpha_p = 0.3
+  c.aikd.alpha_g = 0.1
+  c.aikd.omega = 0.1
+  c.aikd.tau_p = 1.0
+  c.aikd.tau_g = 1.0
+  c.aikd.gp_weight = 10.0
+  c.aikd.critic_steps = 1
+  c.aikd.critic_lr = 1e-4
+  c.aikd.critic_b1 = 0.9
+  c.aikd.critic_b2 = 0.999
+  c.aikd.critic_norm = 'batch'  # batch | layer | none
+  c.aikd.critic_input = 'logits'  # logits | probs
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.max_to_keep = 2
+
+  c.log_every_steps = 50
+  return c
