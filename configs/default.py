@@ -24,6 +24,8 @@ def get_config():
   c.data.tfds_dir = config_dict.placeholder(str)  # TFDS data_dir; None: TFDS default
   c.data.train_subset = config_dict.placeholder(int)  # first N train examples (demo, probes)
   c.data.eval_subset = config_dict.placeholder(int)  # first N test examples
+  # Folder with the original files, for builders that read local files (Fashion-MNIST).
+  c.data.manual_dir = config_dict.placeholder(str)
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = 'preact_resnet18'
