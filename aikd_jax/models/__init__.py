@@ -1,6 +1,24 @@
-"""Model zoo. `create(arch, num_classes, **options)` returns a Flax module."""
+"""Model zoo: `create(arch, num_classes, **options)` and `load(directory)`."""
+import os
+
 from aikd_jax.models import preact_resnet  # noqa: F401  (registers architectures)
 from aikd_jax.models.critic import Critic
 from aikd_jax.models.registry import create, names, register
 
-__all__ = ['Critic', 'create', 'names', 'register']
+__all__ = ['Critic', 'create', 'load', 'names', 'register']
+
+
+def load(directory: str):
+  """Returns `(module, variables)` of an exported model or of a finished run's phase folder.
+
+  `directory` is either an exported model (`model.json` + `variables/`, as written by
+  `aikd_jax.tools.import_torch` or at the end of a phase) or a phase folder such as
+  `WORKDIR/superior`, whose export lives in `WORKDIR/superior/model`. Then
+  `module.apply(variables, images_nhwc, train=False)` gives the logits.
+  """
+  from aikd_jax import checkpointing  # pylint: disable=g-import-not-at-top (keeps orbax lazy)
+  if not os.path.exists(os.path.join(directory, checkpointing.MODEL_JSON)):
+    directory = os.path.join(directory, 'model')
+  meta, variables = checkpointing.load_model(directory)
+  module = create(meta['arch'], meta['num_classes'], **meta['options'])
+  return module, variables
