@@ -18,6 +18,8 @@ def get_config():
   c.dtype = 'float32'  # 'bfloat16': activations in bf16, params/BN stats/logits in f32
   # Train the superior in another run's workdir (`DIR/superior/`), shared by many students.
   c.superior_workdir = config_dict.placeholder(str)
+  # Seed of phase 1 (the superior); None: seed + 1, so it differs from the student's.
+  c.superior_seed = config_dict.placeholder(int)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'cifar100'

@@ -1,7 +1,10 @@
 """Model zoo: `create(arch, num_classes, **options)` and `load(directory)`."""
 import os
 
-from aikd_jax.models import preact_resnet  # noqa: F401  (registers architectures)
+from aikd_jax.models import cifar_densenet  # noqa: F401  (registers architectures)
+from aikd_jax.models import densenet  # noqa: F401
+from aikd_jax.models import preact_resnet  # noqa: F401
+from aikd_jax.models import resnet  # noqa: F401
 from aikd_jax.models.critic import Critic
 from aikd_jax.models.registry import create, names, register
 

@@ -1,7 +1,16 @@
-"""PreAct ResNet-18 for 32-px inputs, as in PS-KD's `CIFAR_ResNet18_preActBasic`.
+"""CIFAR ResNets for 32-px inputs, as in PS-KD's `models/preact_resnet.py`.
 
-Quirk kept from the reference: the identity shortcut carries the pre-activated
-input `relu(bn1(x))`, and the projection shortcut is a 1x1 conv without BN.
+- `preact_resnet18`: PS-KD `CIFAR_ResNet18_preActBasic`. Quirk kept from the
+  reference: the identity shortcut carries the pre-activated input `relu(bn1(x))`,
+  and the projection shortcut is a 1x1 conv without BN.
+- `preact_resnet50`: PS-KD `CIFAR_ResNet(Bottleneck_CIFAR, [3, 4, 6, 3])`, which is a
+  *post*-activation bottleneck (expansion 4, BN in the projection shortcut) on the
+  same stem and pooling. PS-KD has no ResNet-50; this is the one consistent with its
+  "PreAct ResNet-101" (`CIFAR_ResNet101_Bottle`).
+
+`width` is the stem width (64 in the reference); stage i has `width * 2**i` planes.
+Module names follow the torch state_dict (`layer2_0/shortcut_1` is
+`layer2.0.shortcut.1`), except preact_resnet18's `shortcut` (torch `shortcut.0`).
 """
 from typing import Any
 
@@ -31,11 +40,37 @@ class PreActBlock(nn.Module):
     return y + shortcut
 
 
+class BottleneckCIFAR(nn.Module):
+  """PS-KD `Bottleneck_CIFAR`: 1x1 -> 3x3 (strided) -> 1x1, ReLU after the sum."""
+  features: int
+  stride: int
+  dtype: Any = jnp.float32
+  expansion: int = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    out_features = self.features * self.expansion
+    bn = lambda name: common.batch_norm(train, self.dtype, name=name)
+    y = common.conv(self.features, 1, 1, padding=0, dtype=self.dtype, name='conv1')(x)
+    y = nn.relu(bn('bn1')(y))
+    y = common.conv(self.features, 3, self.stride, dtype=self.dtype, name='conv2')(y)
+    y = nn.relu(bn('bn2')(y))
+    y = common.conv(out_features, 1, 1, padding=0, dtype=self.dtype, name='conv3')(y)
+    y = bn('bn3')(y)
+    if self.stride != 1 or x.shape[-1] != out_features:
+      x = common.conv(out_features, 1, self.stride, padding=0, dtype=self.dtype,
+                      name='shortcut_0')(x)
+      x = bn('shortcut_1')(x)
+    return nn.relu(y + x)
+
+
 class PreActResNet(nn.Module):
+  """PS-KD `CIFAR_ResNet`: conv3x3 -> BN -> ReLU stem, 4 stages, global mean, Linear."""
   num_classes: int
   stage_sizes: tuple[int, ...] = (2, 2, 2, 2)
   width: int = 64
   dtype: Any = jnp.float32
+  block: Any = PreActBlock
 
   @nn.compact
   def __call__(self, x, train: bool = False, features: bool = False):
@@ -46,7 +81,7 @@ class PreActResNet(nn.Module):
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         stride = 2 if (i > 0 and j == 0) else 1
-        x = PreActBlock(self.width * 2**i, stride, self.dtype, name=f'layer{i + 1}_{j}')(x, train)
+        x = self.block(self.width * 2**i, stride, self.dtype, name=f'layer{i + 1}_{j}')(x, train)
       stages.append(x)
     pooled = jnp.mean(x, axis=(1, 2))  # avg_pool2d(4) on a 4x4 map, for any input size
     logits = common.TorchDense(self.num_classes, dtype=self.dtype, name='linear')(pooled)
@@ -59,3 +94,9 @@ class PreActResNet(nn.Module):
 @register('preact_resnet18')
 def preact_resnet18(num_classes: int, width: int = 64, dtype: str = 'float32'):
   return PreActResNet(num_classes, (2, 2, 2, 2), width, common.dtype_from_name(dtype))
+
+
+@register('preact_resnet50')
+def preact_resnet50(num_classes: int, width: int = 64, dtype: str = 'float32'):
+  return PreActResNet(num_classes, (3, 4, 6, 3), width, common.dtype_from_name(dtype),
+                      block=BottleneckCIFAR)

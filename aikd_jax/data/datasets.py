@@ -1,0 +1,85 @@
+"""Dataset registry: our name -> TFDS name, splits, classes, image size, normalisation.
+
+The pipeline reads everything it needs about a dataset from its `DatasetSpec`;
+adding a dataset is adding a row to `_SPECS` (and a builder under `builders/`
+when TFDS has none that works offline).
+"""
+import dataclasses
+
+from aikd_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What the input pipeline needs to know about one dataset.
+
+  Attributes:
+    name: our name (`config.data.name`).
+    tfds_name: the TFDS builder name.
+    train_split: TFDS split used for training.
+    test_split: TFDS split used for evaluation.
+    num_classes: number of labels.
+    image_size: height and width fed to the model.
+    channels: image channels (1 or 3).
+    mean: per-channel mean of images scaled to [0, 1].
+    std: per-channel standard deviation of images scaled to [0, 1].
+    train_augment: name of the training augmentation in `augment.py`
+      ('crop_flip' or 'none').
+    manual_dir: for builders that read local files: the default folder of
+      those files (`config.data.manual_dir` overrides it). The pipeline then
+      prepares the dataset itself on first use. None: the dataset must be
+      prepared beforehand (`tfds build`).
+  """
+  name: str
+  tfds_name: str
+  train_split: str
+  test_split: str
+  num_classes: int
+  image_size: int
+  channels: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  train_augment: str
+  manual_dir: str | None = None
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return (self.image_size, self.image_size, self.channels)
+
+
+_SPECS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+  """Adds `spec` to the registry under `spec.name`."""
+  if spec.name in _SPECS:
+    raise ValueError(f'dataset {spec.name!r} registered twice')
+  if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+    raise ValueError(f'dataset {spec.name!r}: mean and std need one value per channel')
+  _SPECS[spec.name] = spec
+  return spec
+
+
+def names() -> list[str]:
+  return sorted(_SPECS)
+
+
+def get(name: str) -> DatasetSpec:
+  """Returns the spec of dataset `name`; a UserError names the known ones."""
+  if name not in _SPECS:
+    raise UserError(f'unknown dataset {name!r}: set --config.data.name to one of '
+                    f'{", ".join(names())}')
+  return _SPECS[name]
+
+
+register(DatasetSpec(
+    name='cifar100', tfds_name='cifar100', train_split='train', test_split='test',
+    num_classes=100, image_size=32, channels=3,
+    mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010),  # PS-KD's values
+    train_augment='crop_flip'))
+
+register(DatasetSpec(
+    name='fashion_mnist', tfds_name='fashion_mnist_local', train_split='train',
+    test_split='test', num_classes=10, image_size=28, channels=1,
+    mean=(0.2860,), std=(0.3530,), train_augment='crop_flip',
+    manual_dir='/usr/share/datasets/fashion-mnist'))

@@ -1,0 +1,73 @@
+"""Entry point: `python -m aikd_jax.main --config=CONFIG.py[:ARG] --workdir=DIR`.
+
+Parses flags and dispatches to `run.run`; nothing else. Bad input ends with one line on
+stderr and exit status 2; SIGTERM saves a checkpoint and exits 0.
+"""
+import os
+import signal
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (ml_collections).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs, results.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'jax_distributed', None, 'Call jax.distributed.initialize() (multi-host). Default: on '
+    'when the environment names a coordinator (SLURM with >1 task, JAX_COORDINATOR_ADDRESS).')
+
+
+def _fail(message: str, code: int = 2):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def _parse_flags(argv):
+  """absl flag parsing, with config errors (e.g. an unknown key) turned into one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).splitlines()[-1] if str(e) else repr(e))
+  except (AttributeError, KeyError, ValueError, TypeError, OSError) as e:
+    message = ' '.join(str(e).replace('\\n', ' ').replace("'", '').split())
+    _fail(f'bad --config: {message}')
+
+
+def _wants_distributed() -> bool:
+  if _DISTRIBUTED.value is not None:
+    return _DISTRIBUTED.value
+  return (int(os.environ.get('SLURM_NTASKS', '1')) > 1
+          or 'JAX_COORDINATOR_ADDRESS' in os.environ)
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None or not _WORKDIR.value:
+    _fail('both --config and --workdir are required')
+  import jax  # pylint: disable=g-import-not-at-top
+  if _wants_distributed():
+    jax.distributed.initialize()
+  from aikd_jax import run  # pylint: disable=g-import-not-at-top
+  from aikd_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
+
+  stop = []
+  signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+  workdir = os.path.abspath(_WORKDIR.value)
+  config = _CONFIG.value
+  try:
+    results = run.run(config, workdir, stop_requested=lambda: bool(stop))
+  except UserError as e:
+    _fail(str(e), 1)
+  except Preempted as e:
+    logging.info('%s', e)
+    print(f'stopped: {e}; run the same command again to resume', file=sys.stderr)
+    return
+  if jax.process_index() == 0:
+    superior_dir = os.path.join(config.superior_workdir or workdir, 'superior')
+    print(run.summary(results, workdir, superior_dir))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,36 @@
+"""The data-parallel mesh and host-local <-> global array conversion (DESIGN section 7).
+
+One 1-D mesh `('data',)` over every device of every process: the state is replicated,
+batches are sharded along their first axis, so BatchNorm sees the global batch.
+"""
+import jax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+import numpy as np
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P('data'))
+
+
+def to_global(batch: dict, mesh) -> dict:
+  """Assembles each process's host-local rows into one global array sharded on 'data'."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """The full value of a (possibly multi-process) global array, on every process."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -1,0 +1,1 @@
+"""Command-line tools (`python -m aikd_jax.tools.<name>`)."""

@@ -1,0 +1,207 @@
+"""One training phase: epochs, evaluation, snapshots, checkpoints, summaries.
+
+Side effects live here (and in run.py); the steps it drives are pure (steps.py).
+"""
+import dataclasses
+import json
+import os
+import time
+from typing import Callable
+
+from absl import logging
+from clu import metric_writers, periodic_actions
+import jax
+import numpy as np
+
+from aikd_jax import checkpointing, evaluation, models, plots, sharding
+from aikd_jax.errors import NonFiniteLossError
+from aikd_jax.train import state as state_lib
+from aikd_jax.train import steps
+
+
+class Preempted(Exception):
+  """Raised after a checkpoint was saved because the job was asked to stop."""
+
+
+@dataclasses.dataclass
+class Phase:
+  """What one phase trains: `config` (its seed and method) into `directory`."""
+  name: str
+  directory: str
+  config: object
+  method: object
+  superior: dict | None = None  # frozen {'params', 'batch_stats'}, for the student phase
+
+
+def model_options(config) -> dict:
+  return {'width': int(config.model.width), 'dtype': str(config.dtype)}
+
+
+def _check_finite(pending: list[tuple[int, dict]]) -> None:
+  """Raises on the first step whose metrics hold a NaN or Inf, naming the term."""
+  for step, metrics in pending:
+    for name, value in metrics.items():
+      if not np.isfinite(value):
+        raise NonFiniteLossError(
+            f'non-finite {name} ({value}) at step {step}; the last good checkpoint is kept')
+
+
+def _mean_metrics(pending: list[tuple[int, dict]]) -> dict:
+  # Per-step values are kept (not a running clu Average) to name the first bad step.
+  return {k: float(np.mean([m[k] for _, m in pending])) for k in pending[0][1]}
+
+
+class _Trainer:
+  """Holds the jitted functions and writers of one phase."""
+
+  def __init__(self, phase: Phase, pipeline, mesh, stop_requested: Callable[[], bool]):
+    self.phase, self.pipeline, self.mesh = phase, pipeline, mesh
+    self.config = config = phase.config
+    self.stop_requested = stop_requested
+    self.spe = pipeline.steps_per_epoch
+    self.total_steps = config.num_epochs * self.spe
+    self.model = models.create(config.model.arch, pipeline.num_classes, **model_options(config))
+    critic = models.Critic(norm=config.aikd.critic_norm)
+    repl = sharding.replicated(mesh)
+    init = lambda key: state_lib.create_state(
+        key, model=self.model, critic=critic, method=phase.method, config=config,
+        image_shape=pipeline.image_shape, num_classes=pipeline.num_classes,
+        steps_per_epoch=self.spe)
+    self.state = jax.jit(init, out_shardings=repl)(jax.random.key(config.seed))
+    self.lr = state_lib.learning_rate_schedule(config, self.spe)
+    train_step = steps.make_train_step(model=self.model, method=phase.method, config=config,
+                                       num_classes=pipeline.num_classes,
+                                       steps_per_epoch=self.spe, lr_schedule=self.lr)
+    self.train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=(0,))
+    self.eval_step = jax.jit(steps.make_eval_step(self.model))
+    self.snapshot = jax.jit(state_lib.snapshot, out_shardings=repl)
+    self.superior = jax.device_put(phase.superior, repl) if phase.superior else None
+    self.ckpt = checkpointing.TrainCheckpointer(os.path.join(phase.directory, 'checkpoints'),
+                                                config.checkpoint.max_to_keep)
+    self.writer = metric_writers.create_default_writer(
+        phase.directory, just_logging=jax.process_index() > 0, asynchronous=True)
+    self.report = periodic_actions.ReportProgress(
+        num_train_steps=self.total_steps, writer=self.writer,
+        every_steps=config.log_every_steps)
+    self.train_time_s = 0.0
+
+  # -- checkpoints ---------------------------------------------------------------------
+  def restore(self) -> tuple[int, int]:
+    """Restores the newest readable checkpoint; returns (epoch, step inside the epoch)."""
+    restored = self.ckpt.restore_latest(self.state)
+    if restored is None:
+      return 0, 0
+    self.state, meta = restored
+    self.train_time_s = float(meta['train_time_s'])
+    logging.info('%s: resumed at epoch %d, step %d of the epoch', self.phase.name,
+                 meta['epoch'], meta['step_in_epoch'])
+    return int(meta['epoch']), int(meta['step_in_epoch'])
+
+  def save(self, epoch: int, step_in_epoch: int) -> None:
+    meta = {'epoch': epoch, 'step_in_epoch': step_in_epoch, 'train_time_s': self.train_time_s}
+    self.ckpt.save(epoch * self.spe + step_in_epoch, self.state, meta)
+
+  # -- training ------------------------------------------------------------------------
+  def _log_train(self, pending, epoch):
+    jax.block_until_ready(pending[-1][1])
+    pending = [(s, jax.device_get(m)) for s, m in pending]
+    _check_finite(pending)
+    step, means = pending[-1][0], _mean_metrics(pending)
+    self.writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
+    logging.info('%s epoch %d/%d step %d/%d: %s', self.phase.name, epoch + 1,
+                 self.config.num_epochs, step, self.total_steps,
+                 ', '.join(f'{k} {v:.4g}' for k, v in sorted(means.items())))
+
+  def train_epoch(self, epoch: int, start_step: int) -> None:
+    pending, t0 = [], time.perf_counter()
+    batches = self.pipeline.train_batches(epoch, start_step)
+    for i, batch in enumerate(batches, start=start_step):
+      self.state, metrics = self.train_step(self.state, sharding.to_global(batch, self.mesh),
+                                            self.superior)
+      step = epoch * self.spe + i + 1
+      pending.append((step, metrics))
+      self.report(step)
+      if step % self.config.log_every_steps == 0 or i + 1 == self.spe:
+        self._log_train(pending, epoch)
+        pending = []
+      if self.stop_requested() and i + 1 < self.spe:
+        if pending:
+          self._log_train(pending, epoch)
+        self.train_time_s += time.perf_counter() - t0
+        self.save(epoch, i + 1)
+        self.ckpt.wait()
+        raise Preempted(f'{self.phase.name}: saved at step {step} and stopped on request')
+    self.train_time_s += time.perf_counter() - t0
+
+  # -- evaluation ----------------------------------------------------------------------
+  def eval_logits(self) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of every test example exactly once (padding dropped)."""
+    student = self.state.student
+    variables = {'params': student.params, 'batch_stats': student.batch_stats}
+    logits, labels = [], []
+    for batch in self.pipeline.eval_batches():
+      mask = batch.pop('mask')
+      batch = sharding.to_global(dict(batch, mask=mask), self.mesh)
+      keep = sharding.to_host(batch['mask'])
+      logits.append(sharding.to_host(self.eval_step(variables, batch['image']))[keep])
+      labels.append(sharding.to_host(batch['label'])[keep])
+    return np.concatenate(logits), np.concatenate(labels)
+
+  def evaluate(self, epoch: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    with self.report.timed('eval'):
+      logits, labels = self.eval_logits()
+      metrics = evaluation.classification_metrics(logits, labels, self.pipeline.num_classes)
+    self.writer.write_scalars((epoch + 1) * self.spe, {f'eval/{k}': v for k, v in metrics.items()})
+    logging.info('%s epoch %d/%d eval: %s', self.phase.name, epoch + 1, self.config.num_epochs,
+                 ', '.join(f'{k} {v:.4g}' for k, v in metrics.items()))
+    return metrics, logits, labels
+
+  def close(self):
+    self.ckpt.close()
+    self.writer.flush()
+    self.writer.close()
+
+
+def _finish(trainer: _Trainer, metrics: dict, logits, labels) -> dict:
+  """Exports the model, then writes the plot and results.json (the phase's done marker)."""
+  phase, config = trainer.phase, trainer.config
+  student = trainer.state.student
+  checkpointing.save_model(os.path.join(phase.directory, 'model'), arch=config.model.arch,
+                           num_classes=trainer.pipeline.num_classes,
+                           options=model_options(config),
+                           variables={'params': student.params,
+                                      'batch_stats': student.batch_stats})
+  steps_done = config.num_epochs * trainer.spe
+  results = dict(metrics, epochs=config.num_epochs, steps=steps_done, seed=config.seed,
+                 method=phase.method.name, arch=config.model.arch, dataset=config.data.name,
+                 train_time_s=trainer.train_time_s,
+                 images_per_s=steps_done * config.batch_size / max(trainer.train_time_s, 1e-9))
+  if jax.process_index() == 0:
+    plots.reliability_diagram(logits, labels, os.path.join(phase.directory, 'reliability.png'),
+                              title=f'{phase.name} ({phase.method.name})')
+    tmp = os.path.join(phase.directory, 'results.json.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(results, f, indent=2)
+    os.replace(tmp, os.path.join(phase.directory, 'results.json'))
+  return results
+
+
+def train_phase(phase: Phase, pipeline, mesh, stop_requested=lambda: False) -> dict:
+  """Trains (or resumes) one phase to the end and returns its results.json content."""
+  trainer = _Trainer(phase, pipeline, mesh, stop_requested)
+  try:
+    epoch, start_step = trainer.restore()
+    final = None
+    for epoch in range(epoch, phase.config.num_epochs):
+      trainer.train_epoch(epoch, start_step)
+      start_step = 0
+      if phase.method.uses_previous:
+        trainer.state = trainer.state.replace(previous=trainer.snapshot(trainer.state.student))
+      final = trainer.evaluate(epoch)
+      trainer.save(epoch + 1, 0)
+    if final is None:  # restored after the last epoch, before results were written
+      final = trainer.evaluate(phase.config.num_epochs - 1)
+    trainer.ckpt.wait()
+    return _finish(trainer, *final)
+  finally:
+    trainer.close()
