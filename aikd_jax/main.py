@@ -3,6 +3,7 @@
 Parses flags and dispatches to `run.run`; nothing else. Bad input ends with one line on
 stderr and exit status 2; SIGTERM saves a checkpoint and exits 0.
 """
+import logging as py_logging
 import os
 import signal
 import sys
@@ -34,6 +35,13 @@ def _parse_flags(argv):
     _fail(f'bad --config: {message}')
 
 
+def _quiet_library_logs() -> None:
+  """Keeps stderr readable: drops Orbax's INFO chatter and CLU's echo of every scalar."""
+  noisy = ('/orbax/', 'clu/metric_writers/logging_writer')
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= py_logging.WARNING or not any(n in r.pathname for n in noisy))
+
+
 def _wants_distributed() -> bool:
   if _DISTRIBUTED.value is not None:
     return _DISTRIBUTED.value
@@ -43,6 +51,7 @@ def _wants_distributed() -> bool:
 
 def main(argv):
   del argv
+  _quiet_library_logs()
   if _CONFIG.value is None or not _WORKDIR.value:
     _fail('both --config and --workdir are required')
   import jax  # pylint: disable=g-import-not-at-top

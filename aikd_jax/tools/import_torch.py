@@ -134,8 +134,8 @@ def convert_state_dict(arch: str, num_classes: int, state_dict: dict,
   sd = _clean(state_dict)
   _check_keys(sd, expected, what)
   flat = {'params': {}, 'batch_stats': {}}
-  for key, (collection, path, shape) in expected.items():
-    value = sd[key]
+  for key, value in sd.items():  # the state_dict's order: the first bad key is reported
+    collection, path, shape = expected[key]
     if tuple(value.shape) != _torch_shape(shape):
       raise UserError(f'state_dict key {key!r} has shape {tuple(value.shape)} but {what} '
                       f'expects {_torch_shape(shape)} (Flax {collection}/{"/".join(path)} '

@@ -1,0 +1,139 @@
+"""The train step: AI-KD's loss composition, the critic update, and what ablations trace."""
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aikd_jax import losses, methods, models
+from aikd_jax.train import state as state_lib
+from aikd_jax.train import steps
+from configs import demo
+
+NUM_CLASSES, SPE = 10, 4
+IMAGE_SHAPE = (8, 8, 1)
+
+
+def _setup(method_name, **aikd):
+  config = demo.get_config('smoke')
+  for k, v in aikd.items():
+    config.aikd[k] = v
+  method = methods.get(method_name, config)
+  model = models.create('preact_resnet18', NUM_CLASSES, width=2)
+  state = state_lib.create_state(jax.random.key(0), model=model, critic=models.Critic(),
+                                 method=method, config=config, image_shape=IMAGE_SHAPE,
+                                 num_classes=NUM_CLASSES, steps_per_epoch=SPE)
+  superior = dict(model.init(jax.random.key(7), jnp.zeros((1, *IMAGE_SHAPE)), train=False))
+  step = steps.make_train_step(model=model, method=method, config=config,
+                               num_classes=NUM_CLASSES, steps_per_epoch=SPE,
+                               lr_schedule=state_lib.learning_rate_schedule(config, SPE))
+  rng = np.random.default_rng(0)
+  batch = {'image': jnp.asarray(rng.normal(size=(16, *IMAGE_SHAPE)), jnp.float32),
+           'label': jnp.asarray(rng.integers(0, NUM_CLASSES, 16), jnp.int32)}
+  return config, method, model, state, superior, step, batch
+
+
+def _count_convs(jaxpr) -> int:
+  """Convolutions in a jaxpr, including those inside cond branches and other sub-jaxprs."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == 'conv_general_dilated'
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        sub = getattr(sub, 'jaxpr', sub)  # ClosedJaxpr -> Jaxpr
+        if hasattr(sub, 'eqns'):
+          count += _count_convs(sub)
+  return count
+
+
+def test_inactive_terms_cost_nothing():
+  convs = {}
+  for name in ('baseline', 'only_guide', 'only_progressive', 'no_adv', 'aikd'):
+    _, method, _, state, superior, step, batch = _setup(name)
+    convs[name] = _count_convs(jax.make_jaxpr(step)(state, batch, superior).jaxpr)
+    assert (state.critic is None) == (name != 'aikd')
+    assert (state.previous is None) == (name in ('baseline', 'only_guide'))
+  forward = convs['only_guide'] - convs['baseline']  # one extra eval-mode forward pass
+  assert forward > 0
+  assert convs['only_progressive'] == convs['baseline'] + forward
+  assert convs['no_adv'] == convs['baseline'] + 2 * forward
+  assert convs['aikd'] == convs['no_adv']  # the critic has no convolutions
+
+
+def test_aikd_loss_is_the_weighted_sum_of_independent_terms():
+  config, method, model, state, superior, step, batch = _setup('aikd', tau_p=2.0, tau_g=3.0)
+  state = state.replace(student=state.student.replace(step=jnp.asarray(SPE)))  # epoch 1
+  # Make the previous snapshot differ from the student, so the progressive term is not 0.
+  state = state.replace(previous=dict(model.init(jax.random.key(3),
+                                                 jnp.zeros((1, *IMAGE_SHAPE)), train=False)))
+  student_vars = {'params': state.student.params, 'batch_stats': state.student.batch_stats}
+  z = model.apply(student_vars, batch['image'], train=True, mutable=['batch_stats'])[0]
+  z_sup = model.apply(superior, batch['image'], train=False)
+  z_prev = model.apply(state.previous, batch['image'], train=False)
+  d = state.critic.apply_fn({'params': state.critic.params,
+                             'batch_stats': state.critic.batch_stats}, z, train=True,
+                            mutable=['batch_stats'])[0]
+  expected = {'ce': losses.cross_entropy(z, batch['label']),
+              'progressive': losses.kd_kl(z, z_prev, 2.0),
+              'guide': losses.kd_kl(z, z_sup, 3.0),
+              'adversarial': -jnp.mean(d)}
+  _, metrics = jax.jit(step)(state, batch, superior)
+  for k, v in expected.items():
+    np.testing.assert_allclose(metrics[k], v, rtol=2e-5, atol=1e-6, err_msg=k)
+  total = 0.6 * expected['ce'] + 0.3 * expected['progressive'] + 0.1 * expected['guide'] \
+      + 0.1 * expected['adversarial']
+  np.testing.assert_allclose(metrics['loss'], total, rtol=2e-5)
+
+
+def test_progressive_target_is_one_hot_in_the_first_epoch():
+  _, _, _, state, superior, step, batch = _setup('only_progressive', tau_p=4.0)
+  z = state.student.apply_fn({'params': state.student.params,
+                              'batch_stats': state.student.batch_stats}, batch['image'],
+                             train=True, mutable=['batch_stats'])[0]
+  _, metrics = jax.jit(step)(state, batch, superior)
+  expected = 16.0 * losses.cross_entropy(z / 4.0, batch['label'])
+  np.testing.assert_allclose(metrics['progressive'], expected, rtol=2e-5)
+
+
+def test_critic_update_matches_wgan_gp_loss_and_moves_only_the_critic():
+  config, _, _, state, superior, step, batch = _setup('aikd')
+  new_state, metrics = jax.jit(step)(state, batch, superior)
+  assert np.isfinite(metrics['critic_loss'])
+  np.testing.assert_allclose(
+      metrics['critic_loss'],
+      -metrics['wasserstein'] + config.aikd.gp_weight * metrics['gradient_penalty'], rtol=1e-5)
+  moved = flax.traverse_util.flatten_dict(jax.tree.map(
+      lambda a, b: not np.allclose(a, b), state.critic.params, new_state.critic.params))
+  # The output bias cancels in mean D(fake) - mean D(real) and the penalty ignores it.
+  output_bias = [k for k in moved if k[0] == 'fc3' and k[-1] == 'bias']
+  assert len(output_bias) == 1 and not moved.pop(output_bias[0])
+  assert all(moved.values())
+  # One Adam step with lr 1e-4 moves each critic weight by at most ~lr.
+  delta = jax.tree.map(lambda a, b: np.max(np.abs(a - b)), state.critic.params,
+                       new_state.critic.params)
+  assert max(jax.tree.leaves(delta)) <= 1.01 * config.aikd.critic_lr
+
+
+@pytest.mark.parametrize('norm', ['batch', 'layer', 'none'])
+def test_critic_norm_options(norm):
+  critic = models.Critic(norm=norm)
+  x = jax.random.normal(jax.random.key(0), (6, NUM_CLASSES))
+  variables = critic.init(jax.random.key(1), x, train=False)
+  assert ('batch_stats' in variables) == (norm == 'batch')
+  out = critic.apply(variables, x, train=True, mutable=['batch_stats'])[0]
+  assert out.shape == (6,)
+
+
+def test_critic_parameter_count():
+  variables = models.Critic().init(jax.random.key(0), jnp.zeros((2, 100)), train=False)
+  count = sum(x.size for x in jax.tree.leaves(variables['params']))
+  # FC(100->64) + BN(64) + FC(64->32) + FC(32->1)
+  assert count == (100 * 64 + 64) + 2 * 64 + (64 * 32 + 32) + (32 + 1)
+
+
+def test_snapshot_is_a_copy_that_survives_donation():
+  _, _, _, state, superior, step, batch = _setup('only_progressive')
+  snap = state_lib.snapshot(state.student)
+  before = jax.tree.map(np.asarray, snap)
+  jax.jit(step, donate_argnums=(0,))(state, batch, superior)
+  jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, snap))
