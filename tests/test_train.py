@@ -1,0 +1,218 @@
+"""End to end: both phases, outputs, skipping, exact resume, 1 vs 4 devices, bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from aikd_jax import checkpointing, models, run
+from aikd_jax.data.pipeline import Pipeline
+from aikd_jax.errors import UserError
+from aikd_jax.train import loop
+from configs import demo
+from tests import fakes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_KEYS = {'top1_err', 'top5_err', 'f1_macro', 'ece', 'nll', 'ece_ts', 'temperature',
+               'epochs', 'steps', 'seed', 'method', 'arch', 'dataset', 'train_time_s',
+               'images_per_s'}
+
+
+@pytest.fixture(scope='module')
+def data_dirs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('fashion')
+  fakes.write_fashion_files(str(root / 'idx'), n_train=96, n_test=40) if (
+      root / 'idx').mkdir() is None else None
+  return {'manual_dir': str(root / 'idx'), 'tfds_dir': str(root / 'tfds')}
+
+
+def smoke_config(data_dirs, **overrides):
+  c = demo.get_config('smoke')
+  c.data.train_subset = None
+  c.data.eval_subset = None
+  c.data.manual_dir = data_dirs['manual_dir']
+  c.data.tfds_dir = data_dirs['tfds_dir']
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def cli(workdir, data_dirs, *flags, devices=1):
+  """Runs `python -m aikd_jax.main` on the smoke config; returns the CompletedProcess."""
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  args = [sys.executable, '-m', 'aikd_jax.main', '--config=configs/demo.py:smoke',
+          f'--workdir={workdir}', '--config.data.train_subset=96',
+          f'--config.data.manual_dir={data_dirs["manual_dir"]}',
+          f'--config.data.tfds_dir={data_dirs["tfds_dir"]}', *flags]
+  return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def params_of(phase_dir):
+  return checkpointing.load_model(os.path.join(phase_dir, 'model'))[1]
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory, data_dirs):
+  workdir = str(tmp_path_factory.mktemp('run'))
+  results = run.run(smoke_config(data_dirs), workdir)
+  return workdir, results
+
+
+def test_both_phases_write_their_outputs(finished):
+  workdir, results = finished
+  assert set(read_json(os.path.join(workdir, 'config.json'))) >= {'method', 'aikd', 'data'}
+  for phase, method, seed in (('superior', 'baseline', 1), ('student', 'aikd', 0)):
+    d = os.path.join(workdir, phase)
+    res = read_json(os.path.join(d, 'results.json'))
+    assert set(res) == RESULT_KEYS and res == results[phase]
+    assert (res['method'], res['seed'], res['epochs'], res['steps']) == (method, seed, 2, 6)
+    assert 0 <= res['top1_err'] <= res['top5_err'] <= 100 or res['top5_err'] <= res['top1_err']
+    with open(os.path.join(d, 'reliability.png'), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert any(f.startswith('events.out.tfevents') for f in os.listdir(d))
+    assert sorted(os.listdir(os.path.join(d, 'checkpoints')), key=int) == ['3', '6']
+
+
+def test_summaries_hold_every_loss_term(finished):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  ea = event_accumulator.EventAccumulator(os.path.join(finished[0], 'student'),
+                                          size_guidance={'tensors': 0})
+  ea.Reload()
+  tags = set(ea.Tags()['tensors'])
+  for term in ('loss', 'ce', 'progressive', 'guide', 'adversarial', 'critic_loss',
+               'wasserstein', 'gradient_penalty', 'learning_rate', 'grad_norm'):
+    assert f'train/{term}' in tags
+  for metric in ('top1_err', 'top5_err', 'f1_macro', 'ece', 'ece_ts', 'nll'):
+    assert f'eval/{metric}' in tags
+  assert 'steps_per_sec' in tags
+
+
+def test_exported_model_reproduces_the_reported_error(finished, data_dirs):
+  workdir, results = finished
+  module, variables = models.load(os.path.join(workdir, 'student'))
+  pipeline = Pipeline(smoke_config(data_dirs))
+  correct = total = 0
+  for batch in pipeline.eval_batches():
+    logits = module.apply(variables, batch['image'], train=False)
+    hit = np.asarray(np.argmax(logits, -1) == batch['label'])
+    correct += int(np.sum(hit & batch['mask']))
+    total += int(np.sum(batch['mask']))
+  assert total == 40
+  assert 100 * (1 - correct / total) == pytest.approx(results['student']['top1_err'])
+
+
+def test_finished_phases_are_skipped(finished, data_dirs):
+  workdir, results = finished
+  stamp = os.path.getmtime(os.path.join(workdir, 'student', 'results.json'))
+  assert run.run(smoke_config(data_dirs), workdir) == results
+  assert os.path.getmtime(os.path.join(workdir, 'student', 'results.json')) == stamp
+
+
+def test_resume_mid_epoch_is_exact(finished, data_dirs, tmp_path):
+  """A student stopped mid-epoch and resumed equals the uninterrupted one, bit for bit."""
+  workdir, results = finished
+  config = smoke_config(data_dirs, superior_workdir=workdir)
+  calls = []
+  stop_at_second_step = lambda: calls.append(1) or len(calls) == 2
+  with pytest.raises(loop.Preempted):
+    run.run(config, str(tmp_path), stop_requested=stop_at_second_step)
+  assert sorted(os.listdir(tmp_path / 'student' / 'checkpoints')) == ['2']
+  resumed = run.run(config, str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, params_of(os.path.join(workdir, 'student')),
+               params_of(str(tmp_path / 'student')))
+  timing = ('train_time_s', 'images_per_s')
+  strip = lambda r: {k: v for k, v in r.items() if k not in timing}
+  assert strip(resumed['student']) == strip(results['student'])
+
+
+def test_damaged_newest_checkpoint_falls_back(tmp_path):
+  ckpt = checkpointing.TrainCheckpointer(str(tmp_path))
+  for step in (1, 2):
+    ckpt.save(step, {'w': np.full((3,), float(step))}, {'epoch': step})
+  ckpt.close()
+  os.remove(tmp_path / '2' / 'state' / 'manifest.ocdbt')
+  state, meta = checkpointing.TrainCheckpointer(str(tmp_path)).restore_latest(
+      {'w': np.zeros((3,))})
+  assert meta == {'epoch': 1}
+  np.testing.assert_array_equal(state['w'], [1.0, 1.0, 1.0])
+
+
+def test_workdir_of_another_config_is_refused(finished, data_dirs):
+  with pytest.raises(UserError, match='differs in: seed'):
+    run.run(smoke_config(data_dirs, seed=5), finished[0])
+
+
+def test_superior_of_another_architecture_is_refused(finished, data_dirs, tmp_path):
+  config = smoke_config(data_dirs, superior_workdir=finished[0])
+  config.model.width = 8
+  with pytest.raises(UserError, match='does not fit the student: width 4'):
+    run.run(config, str(tmp_path))
+  config.model.width = 4
+  config.data.name = 'cifar100'
+  with pytest.raises(UserError):
+    run.run(config, str(tmp_path / 'other'))
+
+
+@pytest.mark.slow
+def test_four_devices_match_one(finished, data_dirs, tmp_path):
+  """The student phase on 4 forced CPU devices ends where the 1-device run ends."""
+  flags = [f'--config.superior_workdir={finished[0]}']
+  outs = {}
+  for n in (1, 4):
+    proc = cli(str(tmp_path / f'd{n}'), data_dirs, *flags, devices=n)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outs[n] = (read_json(tmp_path / f'd{n}' / 'student' / 'results.json'),
+               params_of(str(tmp_path / f'd{n}' / 'student')))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-3),
+               outs[1][1], outs[4][1])
+  for key in ('top1_err', 'top5_err', 'nll', 'ece'):
+    assert outs[4][0][key] == pytest.approx(outs[1][0][key], abs=1e-2), key
+
+
+def _one_error_line(proc):
+  lines = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert proc.returncode != 0
+  assert len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  return lines[0]
+
+
+def test_cli_unknown_config_key(data_dirs, tmp_path):
+  line = _one_error_line(cli(str(tmp_path), data_dirs, '--config.optim.lrr=0.1'))
+  assert 'lrr' in line and 'lr' in line
+  assert not os.path.exists(tmp_path / 'config.json')
+
+
+def test_cli_unprepared_dataset(data_dirs, tmp_path):
+  line = _one_error_line(cli(str(tmp_path / 'w'), data_dirs, '--config.data.name=cifar100',
+                             f'--config.data.tfds_dir={tmp_path}/empty'))
+  assert 'cifar100' in line and 'tfds build' in line
+
+
+def test_cli_superior_of_another_width(finished, data_dirs, tmp_path):
+  before = sorted(os.listdir(os.path.join(finished[0], 'superior')))
+  line = _one_error_line(cli(str(tmp_path), data_dirs, f'--config.superior_workdir={finished[0]}',
+                             '--config.model.width=8'))
+  assert 'does not fit' in line
+  assert sorted(os.listdir(os.path.join(finished[0], 'superior'))) == before
+
+
+def test_cli_non_finite_loss_keeps_last_good_checkpoint(finished, data_dirs, tmp_path):
+  """Epoch 1 trains normally; at epoch 2 the LR jumps to 1e30 and the loss blows up."""
+  proc = cli(str(tmp_path), data_dirs, f'--config.superior_workdir={finished[0]}',
+             '--config.optim.lr_decay=1e31')
+  line = _one_error_line(proc)
+  assert 'non-finite' in line and 'at step' in line
+  assert sorted(os.listdir(tmp_path / 'student' / 'checkpoints')) == ['3']
+  assert not os.path.exists(tmp_path / 'student' / 'results.json')
