@@ -24,7 +24,13 @@ class DatasetSpec:
     mean: per-channel mean of images scaled to [0, 1].
     std: per-channel standard deviation of images scaled to [0, 1].
     train_augment: name of the training augmentation in `augment.py`
-      ('crop_flip' or 'none').
+      ('crop_flip', 'random_resized_crop_flip' or 'none').
+    eval_preprocess: how test images reach `image_size`: 'none' (already that size),
+      'resize' (resize to image_size x image_size), or 'resize_center_crop' (resize
+      the short side to `resize_size`, then centre-crop image_size).
+    resize_size: the short side before the centre crop ('resize_center_crop').
+    in_memory: True: the split is decoded into memory once (small 32-px datasets);
+      False: streamed from TFDS with JPEG decoding inside the tf.data map.
     manual_dir: for builders that read local files: the default folder of
       those files (`config.data.manual_dir` overrides it). The pipeline then
       prepares the dataset itself on first use. None: the dataset must be
@@ -40,6 +46,9 @@ class DatasetSpec:
   mean: tuple[float, ...]
   std: tuple[float, ...]
   train_augment: str
+  eval_preprocess: str = 'none'
+  resize_size: int | None = None
+  in_memory: bool = True
   manual_dir: str | None = None
 
   @property
