@@ -74,8 +74,7 @@ def main(argv):
     print(f'stopped: {e}; run the same command again to resume', file=sys.stderr)
     return
   if jax.process_index() == 0:
-    superior_dir = os.path.join(config.superior_workdir or workdir, 'superior')
-    print(run.summary(results, workdir, superior_dir))
+    print(run.summary(results, config, workdir))
 
 
 if __name__ == '__main__':

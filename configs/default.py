@@ -20,6 +20,9 @@ def get_config():
   c.superior_workdir = config_dict.placeholder(str)
   # Seed of phase 1 (the superior); None: seed + 1, so it differs from the student's.
   c.superior_seed = config_dict.placeholder(int)
+  # An exported model (aikd_jax.tools.import_torch, or DIR/superior/model) to use as the
+  # superior; phase 1 is then skipped and the superior is only evaluated.
+  c.superior_init = config_dict.placeholder(str)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'cifar100'
@@ -32,6 +35,9 @@ def get_config():
   c.model = ml_collections.ConfigDict()
   c.model.arch = 'preact_resnet18'
   c.model.width = 64
+  # Starting weights (an exported model, e.g. converted ImageNet weights) for both phases;
+  # a classifier of another class count is re-initialised.
+  c.model.init = config_dict.placeholder(str)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 0.1

@@ -216,3 +216,31 @@ def test_cli_non_finite_loss_keeps_last_good_checkpoint(finished, data_dirs, tmp
   assert 'non-finite' in line and 'at step' in line
   assert sorted(os.listdir(tmp_path / 'student' / 'checkpoints')) == ['3']
   assert not os.path.exists(tmp_path / 'student' / 'results.json')
+
+
+def test_superior_init_and_model_init(finished, data_dirs, tmp_path):
+  """An exported model serves as the superior (phase 1 only scores it) and as init."""
+  workdir, results = finished
+  superior_model = os.path.join(workdir, 'superior', 'model')
+  config = smoke_config(data_dirs, superior_init=superior_model, method='only_guide',
+                        num_epochs=1)
+  config.model.init = superior_model
+  out = run.run(config, str(tmp_path))
+  scored = {k: out['superior'][k] for k in ('top1_err', 'nll')}
+  assert scored == {k: results['superior'][k] for k in ('top1_err', 'nll')}
+  assert out['superior']['method'] == 'imported' and out['student']['epochs'] == 1
+  assert 'superior' in run.summary(out, config, str(tmp_path))
+
+
+def test_model_init_overlay_keeps_a_new_head():
+  from aikd_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  fresh = {'params': {'conv': {'kernel': np.zeros((3, 3, 1, 4), np.float32)},
+                      'linear': {'kernel': np.zeros((4, 10), np.float32), 'bias': np.zeros((10,), np.float32)}}}
+  given = {'params': {'conv': {'kernel': np.ones((3, 3, 1, 4), np.float32)},
+                      'linear': {'kernel': np.ones((4, 1000), np.float32), 'bias': np.ones((1000,), np.float32)}}}
+  out = state_lib.overlay_pretrained(fresh, given, num_classes=10)
+  np.testing.assert_array_equal(out['params']['conv']['kernel'], 1.0)
+  np.testing.assert_array_equal(out['params']['linear']['kernel'], 0.0)
+  given['params']['conv']['kernel'] = np.ones((3, 3, 1, 8), np.float32)
+  with pytest.raises(UserError, match='conv/kernel has shape'):
+    state_lib.overlay_pretrained(fresh, given, num_classes=10)

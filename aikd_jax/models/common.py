@@ -18,17 +18,24 @@ def batch_norm(train: bool, dtype: Any = jnp.float32, name: str | None = None, *
 
 
 class TorchDense(nn.Module):
-  """nn.Dense whose weight and bias are both drawn U(+-1/sqrt(fan_in)), as torch.nn.Linear."""
+  """A Linear layer as torch.nn.Linear: weight and bias both drawn U(+-1/sqrt(fan_in)).
+
+  Written out (rather than wrapping nn.Dense) because the bias init needs fan_in, and so
+  that its variables are plainly `kernel` and `bias` under the layer's own name.
+  """
   features: int
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    bound = 1.0 / jnp.sqrt(x.shape[-1])
-    bias_init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
-        key, shape, dtype, -bound, bound)
-    return nn.Dense(self.features, dtype=self.dtype, param_dtype=jnp.float32,
-                    kernel_init=torch_default_kernel_init, bias_init=bias_init)(x)
+    fan_in = x.shape[-1]
+    bound = 1.0 / jnp.sqrt(fan_in)
+    kernel = self.param('kernel', torch_default_kernel_init, (fan_in, self.features),
+                        jnp.float32)
+    bias = self.param('bias', lambda key, shape: jax.random.uniform(
+        key, shape, jnp.float32, -bound, bound), (self.features,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return x @ kernel + bias
 
 
 def conv(features, kernel, stride=1, padding=None, dtype=jnp.float32,

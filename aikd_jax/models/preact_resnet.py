@@ -10,7 +10,7 @@
 
 `width` is the stem width (64 in the reference); stage i has `width * 2**i` planes.
 Module names follow the torch state_dict (`layer2_0/shortcut_1` is
-`layer2.0.shortcut.1`), except preact_resnet18's `shortcut` (torch `shortcut.0`).
+`layer2.0.shortcut.1`).
 """
 from typing import Any
 
@@ -31,7 +31,7 @@ class PreActBlock(nn.Module):
     o = nn.relu(common.batch_norm(train, self.dtype, name='bn1')(x))
     if self.stride != 1 or x.shape[-1] != self.features:
       shortcut = common.conv(self.features, 1, self.stride, padding=0, dtype=self.dtype,
-                             name='shortcut')(o)
+                             name='shortcut_0')(o)
     else:
       shortcut = o
     y = common.conv(self.features, 3, self.stride, dtype=self.dtype, name='conv1')(o)

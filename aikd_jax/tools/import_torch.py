@@ -6,17 +6,14 @@ r"""Imports a PyTorch state_dict (.pth) as an exported aikd_jax model.
 `convert_state_dict` is pure numpy (no torch); only the CLI reads the .pth with torch.
 
 Naming rule: a Flax variable path maps to a torch key by joining the module names
-with '.', turning every '_' into '.', dropping the `Dense_0` wrapper of
-`common.TorchDense`, and renaming the leaf (kernel/scale -> weight, bias -> bias,
+with '.', turning every '_' into '.', and renaming the leaf (kernel/scale -> weight, bias -> bias,
 mean -> running_mean, var -> running_var). Example: `layer1_0/downsample_0/kernel` is
-`layer1.0.downsample.0.weight`. The one exception is preact_resnet18's projection
-`shortcut` (torch `shortcut.0`). Layouts: conv OIHW -> HWIO, Linear (out, in) ->
+`layer1.0.downsample.0.weight`. Layouts: conv OIHW -> HWIO, Linear (out, in) ->
 (in, out). `num_batches_tracked` is ignored and a DataParallel `module.` prefix is
 stripped. `--width` must be the width the torch model was built with (base width
 64 for ResNets, growth rate 32 for DenseNets; see each model's docstring).
 """
 import argparse
-import re
 import sys
 
 from flax import traverse_util
@@ -36,22 +33,15 @@ _LEAF_NAMES = {
     ('batch_stats', 'mean'): 'running_mean',
     ('batch_stats', 'var'): 'running_var',
 }
-# Per-architecture renames of the derived torch key: (pattern, replacement).
-_RENAMES = {
-    'preact_resnet18': ((re.compile(r'\.shortcut\.weight$'), '.shortcut.0.weight'),),
-}
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
-_WRAPPERS = ('Dense_0',)  # common.TorchDense's inner nn.Dense
 
 
 def torch_key(arch: str, collection: str, path: tuple[str, ...]) -> str:
   """The torch state_dict key of the Flax variable `collection/path`."""
   *modules, leaf = path
-  modules = [m.replace('_', '.') for m in modules if m not in _WRAPPERS]
-  key = '.'.join(modules + [_LEAF_NAMES[(collection, leaf)]])
-  for pattern, replacement in _RENAMES.get(arch, ()):
-    key = pattern.sub(replacement, key)
-  return key
+  del arch  # one rule for every architecture
+  modules = [m.replace('_', '.') for m in modules]
+  return '.'.join(modules + [_LEAF_NAMES[(collection, leaf)]])
 
 
 def _to_flax_layout(array: np.ndarray) -> np.ndarray:

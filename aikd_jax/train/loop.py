@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from aikd_jax import checkpointing, evaluation, models, plots, sharding
-from aikd_jax.errors import NonFiniteLossError
+from aikd_jax.errors import NonFiniteLossError, UserError
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
 
@@ -37,6 +37,17 @@ def model_options(config) -> dict:
   return {'width': int(config.model.width), 'dtype': str(config.dtype)}
 
 
+def load_init_weights(config) -> dict | None:
+  """The variables named by `config.model.init` (an exported model), or None."""
+  if not config.model.get('init'):
+    return None
+  meta, variables = checkpointing.load_model(config.model.init)
+  if meta['arch'] != config.model.arch:
+    raise UserError(f'model.init {config.model.init} holds a {meta["arch"]}, '
+                    f'not a {config.model.arch}')
+  return variables
+
+
 def _check_finite(pending: list[tuple[int, dict]]) -> None:
   """Raises on the first step whose metrics hold a NaN or Inf, naming the term."""
   for step, metrics in pending:
@@ -51,6 +62,30 @@ def _mean_metrics(pending: list[tuple[int, dict]]) -> dict:
   return {k: float(np.mean([m[k] for _, m in pending])) for k in pending[0][1]}
 
 
+def eval_logits(eval_step, variables, pipeline, mesh) -> tuple[np.ndarray, np.ndarray]:
+  """Logits and labels of every test example exactly once (padding dropped)."""
+  logits, labels = [], []
+  for batch in pipeline.eval_batches():
+    batch = sharding.to_global(batch, mesh)
+    keep = sharding.to_host(batch['mask'])
+    logits.append(sharding.to_host(eval_step(variables, batch['image']))[keep])
+    labels.append(sharding.to_host(batch['label'])[keep])
+  return np.concatenate(logits), np.concatenate(labels)
+
+
+def write_results(directory: str, results: dict, logits, labels, title: str) -> None:
+  """reliability.png, then results.json (written atomically: it marks a finished phase)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(directory, exist_ok=True)
+  plots.reliability_diagram(logits, labels, os.path.join(directory, 'reliability.png'),
+                            title=title)
+  tmp = os.path.join(directory, 'results.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(results, f, indent=2)
+  os.replace(tmp, os.path.join(directory, 'results.json'))
+
+
 class _Trainer:
   """Holds the jitted functions and writers of one phase."""
 
@@ -63,11 +98,12 @@ class _Trainer:
     self.model = models.create(config.model.arch, pipeline.num_classes, **model_options(config))
     critic = models.Critic(norm=config.aikd.critic_norm)
     repl = sharding.replicated(mesh)
-    init = lambda key: state_lib.create_state(
+    init = lambda key, pretrained: state_lib.create_state(
         key, model=self.model, critic=critic, method=phase.method, config=config,
         image_shape=pipeline.image_shape, num_classes=pipeline.num_classes,
-        steps_per_epoch=self.spe)
-    self.state = jax.jit(init, out_shardings=repl)(jax.random.key(config.seed))
+        steps_per_epoch=self.spe, pretrained=pretrained)
+    self.state = jax.jit(init, out_shardings=repl)(jax.random.key(config.seed),
+                                                   load_init_weights(config))
     self.lr = state_lib.learning_rate_schedule(config, self.spe)
     train_step = steps.make_train_step(model=self.model, method=phase.method, config=config,
                                        num_classes=pipeline.num_classes,
@@ -134,22 +170,12 @@ class _Trainer:
     self.train_time_s += time.perf_counter() - t0
 
   # -- evaluation ----------------------------------------------------------------------
-  def eval_logits(self) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of every test example exactly once (padding dropped)."""
-    student = self.state.student
-    variables = {'params': student.params, 'batch_stats': student.batch_stats}
-    logits, labels = [], []
-    for batch in self.pipeline.eval_batches():
-      mask = batch.pop('mask')
-      batch = sharding.to_global(dict(batch, mask=mask), self.mesh)
-      keep = sharding.to_host(batch['mask'])
-      logits.append(sharding.to_host(self.eval_step(variables, batch['image']))[keep])
-      labels.append(sharding.to_host(batch['label'])[keep])
-    return np.concatenate(logits), np.concatenate(labels)
-
   def evaluate(self, epoch: int) -> tuple[dict, np.ndarray, np.ndarray]:
     with self.report.timed('eval'):
-      logits, labels = self.eval_logits()
+      student = self.state.student
+      logits, labels = eval_logits(self.eval_step, {'params': student.params,
+                                                    'batch_stats': student.batch_stats},
+                                   self.pipeline, self.mesh)
       metrics = evaluation.classification_metrics(logits, labels, self.pipeline.num_classes)
     self.writer.write_scalars((epoch + 1) * self.spe, {f'eval/{k}': v for k, v in metrics.items()})
     logging.info('%s epoch %d/%d eval: %s', self.phase.name, epoch + 1, self.config.num_epochs,
@@ -176,13 +202,8 @@ def _finish(trainer: _Trainer, metrics: dict, logits, labels) -> dict:
                  method=phase.method.name, arch=config.model.arch, dataset=config.data.name,
                  train_time_s=trainer.train_time_s,
                  images_per_s=steps_done * config.batch_size / max(trainer.train_time_s, 1e-9))
-  if jax.process_index() == 0:
-    plots.reliability_diagram(logits, labels, os.path.join(phase.directory, 'reliability.png'),
-                              title=f'{phase.name} ({phase.method.name})')
-    tmp = os.path.join(phase.directory, 'results.json.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(results, f, indent=2)
-    os.replace(tmp, os.path.join(phase.directory, 'results.json'))
+  write_results(phase.directory, results, logits, labels,
+                f'{phase.name} ({phase.method.name})')
   return results
 
 

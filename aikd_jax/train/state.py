@@ -6,10 +6,13 @@ every start and passed to the step as a separate, non-donated argument.
 from typing import Any
 
 import flax
+from flax import traverse_util
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import optax
+
+from aikd_jax.errors import UserError
 
 
 class StudentState(train_state.TrainState):
@@ -50,11 +53,39 @@ def snapshot(student: StudentState) -> dict:
   return jax.tree.map(jnp.copy, {'params': student.params, 'batch_stats': student.batch_stats})
 
 
+def overlay_pretrained(variables: dict, pretrained: dict, num_classes: int) -> dict:
+  """`variables` with every array taken from `pretrained` (e.g. ImageNet weights).
+
+  The classifier may have another class count (its last axis): it keeps its fresh
+  initialisation. Any other missing variable or shape mismatch is an error.
+  """
+  fresh, given = traverse_util.flatten_dict(variables), traverse_util.flatten_dict(pretrained)
+  out = {}
+  for path, value in fresh.items():
+    name = '/'.join(path)
+    if path not in given:
+      raise UserError(f'model.init has no variable {name}')
+    if given[path].shape == value.shape:
+      out[path] = jnp.asarray(given[path], value.dtype)
+    elif value.shape[-1] == num_classes and given[path].shape[:-1] == value.shape[:-1]:
+      out[path] = value  # a new classifier head for another class count
+    else:
+      raise UserError(f'model.init variable {name} has shape {given[path].shape}; '
+                      f'the model needs {value.shape}')
+  return traverse_util.unflatten_dict(out)
+
+
 def create_state(key, *, model, critic, method, config, image_shape, num_classes,
-                 steps_per_epoch) -> State:
-  """Initial state; `critic` and `previous` are None when the method does not use them."""
+                 steps_per_epoch, pretrained=None) -> State:
+  """Initial state; `critic` and `previous` are None when the method does not use them.
+
+  `pretrained` ({'params', 'batch_stats'}) replaces the random initialisation of the
+  model (`config.model.init`), except for a classifier of another class count.
+  """
   k_model, k_critic = jax.random.split(key)
   variables = model.init(k_model, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  if pretrained is not None:
+    variables = overlay_pretrained(dict(variables), pretrained, num_classes)
   student = StudentState.create(apply_fn=model.apply, params=variables['params'],
                                 batch_stats=variables.get('batch_stats', {}),
                                 tx=student_optimizer(config, steps_per_epoch))

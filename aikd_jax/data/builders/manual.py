@@ -1,0 +1,289 @@
+"""Shared parts of our manual-download TFDS builders (Tiny-ImageNet, MIT67, FGVC-Aircraft).
+
+- `Download`: what the user must download, and the one-line error when it is missing.
+- `open_source`: the downloaded data as an archive (zip, tar, tar.gz), read directly,
+  or as the folder it extracts to; both read the same member paths.
+- `rgb_jpeg`: checks an image and returns it as RGB JPEG bytes (the original bytes
+  when they already are), optionally without its bottom rows.
+- `main`: the command line that prepares one builder
+  (`python -m aikd_jax.data.builders.<module> --manual_dir=DIR [--data_dir=DIR]`).
+"""
+from collections.abc import Callable, Iterable, Iterator, Sequence
+import collections
+import concurrent.futures
+import dataclasses
+import io
+import os
+import tarfile
+import zipfile
+
+from PIL import Image
+
+from aikd_jax.errors import UserError
+
+JPEG_QUALITY = 95  # when an image has to be re-encoded
+_PREFETCH = 64  # images in flight in `parallel_map`
+
+
+@dataclasses.dataclass(frozen=True)
+class Download:
+  """One file the user downloads by hand.
+
+  Attributes:
+    dataset: the dataset's display name.
+    file_name: the file to put in the manual dir (the archive as downloaded).
+    url: where to download it.
+    roots: for an archive, the folders (relative to the archive's root) that may hold
+      the dataset's files, in order of preference: inside the archive, and in the
+      manual dir when the user extracted it there instead. Empty for a plain file.
+  """
+  dataset: str
+  file_name: str
+  url: str
+  roots: tuple[str, ...] = ()
+
+  def missing_message(self, manual_dir: str) -> str:
+    """One line: what is missing, where to get it, where to put it."""
+    return (f'{self.dataset}: {self.file_name} not found in {manual_dir}: download {self.url} '
+            f'into that folder (keep the name {self.file_name}), or set '
+            '--config.data.manual_dir (--manual_dir for the build command) to the folder '
+            'that holds it')
+
+
+def instructions(downloads: Sequence[Download], module: str, extra: str = '') -> str:
+  """The builder's MANUAL_DOWNLOAD_INSTRUCTIONS: what to download, where, how to build."""
+  lines = ['Download these files into the manual dir (by default '
+           '<data_dir>/downloads/manual/, e.g. ~/tensorflow_datasets/downloads/manual/; '
+           'or any folder passed as --manual_dir / --config.data.manual_dir):']
+  lines += [f'  {d.file_name}: {d.url}' for d in downloads]
+  if extra:
+    lines.append(extra)
+  lines.append('Then build it once (or let training prepare it on first use):')
+  lines.append(f'  python -m aikd_jax.data.builders.{module} --manual_dir=DIR '
+               '[--data_dir=TFDS_DIR]')
+  return '\n'.join(lines)
+
+
+def check_files(manual_dir: str, downloads: Sequence[Download]) -> None:
+  """Raises UserError naming the first download that is neither archive nor folder in it."""
+  for d in downloads:
+    if os.path.isfile(os.path.join(manual_dir, d.file_name)) or _extracted(manual_dir, d):
+      continue
+    raise UserError(d.missing_message(manual_dir))
+
+
+def _extracted(manual_dir: str, download: Download) -> str | None:
+  """The folder of `download`'s files when the user extracted the archive, else None."""
+  for root in download.roots:
+    folder = os.path.join(manual_dir, *root.split('/'))
+    if os.path.isdir(folder):
+      return folder
+  return None
+
+
+class Source:
+  """Files of one dataset, by path relative to the dataset's root folder ('a/b.jpg')."""
+
+  def read(self, path: str) -> bytes:
+    raise NotImplementedError
+
+  def names(self) -> list[str]:
+    """All file paths (needed only where no list file says which files exist)."""
+    raise NotImplementedError
+
+  def read_many(self, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    """Yields (path, bytes) of every path in `paths`; raises ValueError if any is missing."""
+    for path in paths:
+      yield path, self.read(path)
+
+
+class FolderSource(Source):
+  """An extracted archive: files under `root`."""
+
+  def __init__(self, root: str):
+    self._root = root
+
+  def read(self, path: str) -> bytes:
+    full = os.path.join(self._root, *path.split('/'))
+    if not os.path.isfile(full):
+      raise ValueError(f'{full} is missing: the extracted folder is incomplete; '
+                       'extract the archive again or put the archive itself there')
+    with open(full, 'rb') as f:
+      return f.read()
+
+  def names(self) -> list[str]:
+    out = []
+    for folder, _, files in os.walk(self._root):
+      rel = os.path.relpath(folder, self._root)
+      prefix = '' if rel == '.' else rel.replace(os.sep, '/') + '/'
+      out += [prefix + f for f in files]
+    return sorted(out)
+
+
+class ZipSource(Source):
+  """A zip archive whose files sit under `prefix` ('tiny-imagenet-200/')."""
+
+  def __init__(self, path: str, prefix: str):
+    self._path = path
+    self._zip = zipfile.ZipFile(path)
+    self._prefix = prefix
+    self._members = {n[len(prefix):]: n for n in self._zip.namelist()
+                     if n.startswith(prefix) and not n.endswith('/')}
+
+  def read(self, path: str) -> bytes:
+    if path not in self._members:
+      raise ValueError(f'{self._prefix}{path} is missing from {self._path}: the archive is '
+                       'incomplete or not the official one; download it again')
+    return self._zip.read(self._members[path])
+
+  def names(self) -> list[str]:
+    return sorted(self._members)
+
+
+class TarSource(Source):
+  """A tar archive (plain or compressed), read in one pass per call (no random access).
+
+  Members are matched after removing the first of `prefixes` they start with.
+  """
+
+  def __init__(self, path: str, prefixes: Sequence[str]):
+    self._path = path
+    self._prefixes = tuple(prefixes)
+
+  def _relative(self, name: str) -> str | None:
+    if name.startswith('./'):
+      name = name[2:]
+    for prefix in self._prefixes:
+      if name.startswith(prefix):
+        return name[len(prefix):]
+    return None
+
+  def read(self, path: str) -> bytes:
+    return dict(self.read_many([path]))[path]
+
+  def names(self) -> list[str]:
+    with tarfile.open(self._path, 'r|*') as tar:
+      return sorted(r for m in tar if m.isfile() and (r := self._relative(m.name)) is not None)
+
+  def read_many(self, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    """Yields the wanted members in archive order; stops once all are found."""
+    wanted = set(paths)
+    with tarfile.open(self._path, 'r|*') as tar:
+      for member in tar:
+        if not wanted:
+          break
+        rel = self._relative(member.name)
+        if rel in wanted and member.isfile():
+          wanted.discard(rel)
+          yield rel, tar.extractfile(member).read()
+    if wanted:
+      raise ValueError(f'{len(wanted)} files are missing from {self._path} (e.g. '
+                       f'{sorted(wanted)[0]}): the archive is incomplete or not the official '
+                       'one; download it again')
+
+
+def open_source(manual_dir: str, download: Download) -> Source:
+  """The archive `download.file_name` in `manual_dir`, else the folder it extracted to.
+
+  Paths are relative to the first of `download.roots` found (zip, folder) or that a
+  member starts with (tar).
+  """
+  archive = os.path.join(manual_dir, download.file_name)
+  prefixes = [root + '/' for root in download.roots]
+  if os.path.isfile(archive):
+    if zipfile.is_zipfile(archive):
+      with zipfile.ZipFile(archive) as z:
+        names = z.namelist()
+      prefix = next((p for p in prefixes if any(n.startswith(p) for n in names)), '')
+      return ZipSource(archive, prefix)
+    return TarSource(archive, prefixes)
+  folder = _extracted(manual_dir, download)
+  if folder is not None:
+    return FolderSource(folder)
+  raise UserError(download.missing_message(manual_dir))
+
+
+def read_text(source: Source, path: str) -> list[str]:
+  """Non-empty stripped lines of a text file of `source`."""
+  return _lines(source.read(path))
+
+
+def read_texts(source: Source, paths: Sequence[str]) -> dict[str, list[str]]:
+  """Non-empty stripped lines of several text files, read in one pass."""
+  return {p: _lines(data) for p, data in source.read_many(paths)}
+
+
+def _lines(data: bytes) -> list[str]:
+  return [line.strip() for line in data.decode('utf-8').splitlines() if line.strip()]
+
+
+def rgb_jpeg(data: bytes, name: str, crop_bottom: int = 0) -> tuple[bytes, tuple[int, int]]:
+  """Decodes an image fully and returns (RGB JPEG bytes, (height, width)).
+
+  The original bytes are kept when they already are an RGB JPEG and nothing is
+  cropped; anything else (grey, CMYK, palette, PNG or GIF saved as .jpg) is
+  converted to RGB and re-encoded at quality `JPEG_QUALITY`.
+
+  Args:
+    data: the file's bytes.
+    name: the file's name, for errors.
+    crop_bottom: rows to remove at the bottom (FGVC-Aircraft's copyright banner).
+  """
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()  # a truncated or corrupt file fails here, not during training
+      if image.format == 'JPEG' and image.mode == 'RGB' and not crop_bottom:
+        return data, (image.height, image.width)
+      rgb = image.convert('RGB')
+  except (OSError, ValueError) as e:
+    raise ValueError(f'cannot decode image {name}: {e}') from e
+  if crop_bottom:
+    if rgb.height <= crop_bottom:
+      raise ValueError(f'image {name} has {rgb.height} rows, cannot remove {crop_bottom}')
+    rgb = rgb.crop((0, 0, rgb.width, rgb.height - crop_bottom))
+  out = io.BytesIO()
+  rgb.save(out, format='JPEG', quality=JPEG_QUALITY)
+  return out.getvalue(), (rgb.height, rgb.width)
+
+
+def parallel_map(fn: Callable, items: Iterable, workers: int | None = None) -> Iterator:
+  """`map(fn, items)` on a thread pool, in order, with a bounded number in flight.
+
+  PIL decodes and encodes without the GIL, so threads speed up `rgb_jpeg`.
+  """
+  workers = workers or min(8, os.cpu_count() or 1)
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = collections.deque()
+    for item in items:
+      pending.append(pool.submit(fn, item))
+      if len(pending) >= _PREFETCH:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
+
+
+def main(builder_cls, argv: Sequence[str] | None = None) -> None:
+  """Prepares `builder_cls` from its manual dir: the command in each builder's instructions."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  parser = argparse.ArgumentParser(
+      description=f'Prepare the TFDS dataset {builder_cls.name} from manually downloaded files.')
+  parser.add_argument('--manual_dir', default=None,
+                      help='folder with the downloaded files (default: '
+                           '<data_dir>/downloads/manual)')
+  parser.add_argument('--data_dir', default=None,
+                      help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); '
+                           'training reads it through --config.data.tfds_dir')
+  args = parser.parse_args(argv)
+  builder = builder_cls(data_dir=args.data_dir)
+  data_dir_root = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))  # root/name/version
+  manual_dir = args.manual_dir or os.path.join(data_dir_root, 'downloads', 'manual')
+  try:
+    builder_cls.check_manual_dir(manual_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except UserError as e:
+    raise SystemExit(f'error: {e}') from None
+  for split, info in builder.info.splits.items():
+    print(f'{builder.name} {split}: {info.num_examples} examples in {builder.data_dir}')
