@@ -5,8 +5,8 @@
   or as the folder it extracts to; both read the same member paths.
 - `rgb_jpeg`: checks an image and returns it as RGB JPEG bytes (the original bytes
   when they already are), optionally without its bottom rows.
-- `main`: the command line that prepares one builder
-  (`python -m aikd_jax.data.builders.<module> --manual_dir=DIR [--data_dir=DIR]`).
+- `main`: the command line that prepares one of them:
+  `python -m aikd_jax.data.builders.manual NAME --manual_dir=DIR [--data_dir=TFDS_DIR]`.
 """
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import collections
@@ -50,7 +50,7 @@ class Download:
             'that holds it')
 
 
-def instructions(downloads: Sequence[Download], module: str, extra: str = '') -> str:
+def instructions(downloads: Sequence[Download], name: str, extra: str = '') -> str:
   """The builder's MANUAL_DOWNLOAD_INSTRUCTIONS: what to download, where, how to build."""
   lines = ['Download these files into the manual dir (by default '
            '<data_dir>/downloads/manual/, e.g. ~/tensorflow_datasets/downloads/manual/; '
@@ -59,7 +59,7 @@ def instructions(downloads: Sequence[Download], module: str, extra: str = '') ->
   if extra:
     lines.append(extra)
   lines.append('Then build it once (or let training prepare it on first use):')
-  lines.append(f'  python -m aikd_jax.data.builders.{module} --manual_dir=DIR '
+  lines.append(f'  python -m aikd_jax.data.builders.manual {name} --manual_dir=DIR '
                '[--data_dir=TFDS_DIR]')
   return '\n'.join(lines)
 
@@ -262,13 +262,17 @@ def parallel_map(fn: Callable, items: Iterable, workers: int | None = None) -> I
       yield pending.popleft().result()
 
 
-def main(builder_cls, argv: Sequence[str] | None = None) -> None:
-  """Prepares `builder_cls` from its manual dir: the command in each builder's instructions."""
+def main(argv: Sequence[str] | None = None) -> None:
+  """Prepares one of our manual-download builders: the command in their instructions."""
   import argparse  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from aikd_jax.data import builders  # pylint: disable=g-import-not-at-top
 
   parser = argparse.ArgumentParser(
-      description=f'Prepare the TFDS dataset {builder_cls.name} from manually downloaded files.')
+      prog='python -m aikd_jax.data.builders.manual',
+      description='Prepare a TFDS dataset from manually downloaded files.')
+  parser.add_argument('name', choices=builders.MANUAL_BUILDERS,
+                      help='TFDS name of the builder')
   parser.add_argument('--manual_dir', default=None,
                       help='folder with the downloaded files (default: '
                            '<data_dir>/downloads/manual)')
@@ -276,14 +280,18 @@ def main(builder_cls, argv: Sequence[str] | None = None) -> None:
                       help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); '
                            'training reads it through --config.data.tfds_dir')
   args = parser.parse_args(argv)
-  builder = builder_cls(data_dir=args.data_dir)
+  builder = tfds.builder(args.name, data_dir=args.data_dir)
   data_dir_root = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))  # root/name/version
   manual_dir = args.manual_dir or os.path.join(data_dir_root, 'downloads', 'manual')
   try:
-    builder_cls.check_manual_dir(manual_dir)
+    type(builder).check_manual_dir(manual_dir)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   except UserError as e:
     raise SystemExit(f'error: {e}') from None
   for split, info in builder.info.splits.items():
     print(f'{builder.name} {split}: {info.num_examples} examples in {builder.data_dir}')
+
+
+if __name__ == '__main__':
+  main()

@@ -14,7 +14,7 @@ sorted wnids (torchvision ImageFolder's order); the class names are the wnids.
 
 Prepare once (or let training do it on first use):
 
-  python -m aikd_jax.data.builders.tiny_imagenet --manual_dir=DIR [--data_dir=TFDS_DIR]
+  python -m aikd_jax.data.builders.manual tiny_imagenet --manual_dir=DIR [--data_dir=TFDS_DIR]
 """
 from absl import logging
 import tensorflow_datasets as tfds
@@ -96,7 +96,3 @@ def _warn_if_unusual(num_classes: int, sizes: dict[str, int]) -> None:
   if num_classes != NUM_CLASSES or sizes != SPLIT_SIZES:
     logging.warning('Tiny-ImageNet: %d classes and split sizes %s; the official archive has '
                     '%d and %s', num_classes, sizes, NUM_CLASSES, SPLIT_SIZES)
-
-
-if __name__ == '__main__':
-  manual.main(TinyImagenet)

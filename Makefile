@@ -1,0 +1,47 @@
+# Quick start: `make demo` (both phases on Fashion-MNIST) and `make test`.
+# Each target sets up what it needs: a venv in .venv with requirements.txt, and for the
+# demo Debian's dataset-fashion-mnist package (through apt-get, where available).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+WORKDIR ?= workdirs/demo
+
+.PHONY: demo smoke test test-fast bench setup fashion-mnist clean-venv
+
+demo: setup fashion-mnist
+	$(PY) -m aikd_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
+
+smoke: setup fashion-mnist
+	$(PY) -m aikd_jax.main --config=configs/demo.py:smoke --workdir=workdirs/smoke
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/step_time.py
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+fashion-mnist:
+	@if [ ! -f $(FASHION) ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    $(SUDO) apt-get install -y dataset-fashion-mnist || \
+	      ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist); \
+	  else \
+	    echo "Fashion-MNIST not found: install Debian's dataset-fashion-mnist, or put the four IDX files in a folder and pass --config.data.manual_dir"; exit 1; \
+	  fi; \
+	fi
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,94 @@
+"""TFDS builder `mit67`: MIT Indoor Scenes (Indoor67) with its standard split (manual download).
+
+TFDS has no MIT67. This builder reads, from the manual dir:
+
+- `indoorCVPR_09.tar` directly (or the `Images/` folder it extracts to):
+  `Images/<class>/<file>.jpg`, 15,620 images of 67 indoor scene classes;
+- the standard split lists `TrainImages.txt` and `TestImages.txt` (lines such as
+  `kitchen/int474.jpg`): 80 train and 20 test images per class, 5,360 / 1,340.
+
+Labels index the sorted class folders (torchvision ImageFolder's order, as in
+CS-KD). A few original files are GIF or PNG named .jpg, or CMYK or grey JPEGs:
+every image is decoded when preparing, and those are re-encoded as RGB JPEG
+(quality 95); RGB JPEGs are stored byte for byte.
+
+Prepare once (or let training do it on first use):
+
+  python -m aikd_jax.data.builders.manual mit67 --manual_dir=DIR [--data_dir=TFDS_DIR]
+"""
+from absl import logging
+import tensorflow_datasets as tfds
+
+from aikd_jax.data.builders import manual
+
+NUM_CLASSES = 67
+SPLIT_SIZES = {'train': 5_360, 'test': 1_340}  # the standard lists
+ARCHIVE = manual.Download(
+    dataset='MIT67', file_name='indoorCVPR_09.tar',
+    url='http://groups.csail.mit.edu/vision/LabelMe/NewImages/indoorCVPR_09.tar',
+    roots=('Images', 'indoorCVPR_09/Images'))
+LISTS = {
+    'train': manual.Download(dataset='MIT67', file_name='TrainImages.txt',
+                             url='http://web.mit.edu/torralba/www/TrainImages.txt'),
+    'test': manual.Download(dataset='MIT67', file_name='TestImages.txt',
+                            url='http://web.mit.edu/torralba/www/TestImages.txt'),
+}
+DOWNLOADS = (ARCHIVE, LISTS['train'], LISTS['test'])
+
+
+class Mit67(tfds.core.GeneratorBasedBuilder):
+  """MIT Indoor Scenes: RGB JPEGs of varying size, 67 classes, 5,360 train / 1,340 test."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = manual.instructions(
+      DOWNLOADS, 'mit67',
+      'The tar is read as it is; its extracted folder Images/ works too.')
+
+  @classmethod
+  def check_manual_dir(cls, manual_dir: str) -> None:
+    """Called by the pipeline before preparing: fails with one clear line if files are missing."""
+    manual.check_files(manual_dir, DOWNLOADS)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=('MIT Indoor Scenes (Quattoni and Torralba, CVPR 2009) with the standard '
+                     'TrainImages.txt / TestImages.txt split. Labels index the sorted '
+                     'class folders; images are RGB JPEGs.'),
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+            'label': tfds.features.ClassLabel(),  # names are set when preparing
+        }),
+        supervised_keys=('image', 'label'),
+        homepage='https://web.mit.edu/torralba/www/indoor.html',
+    )
+
+  def _split_generators(self, dl_manager):
+    manual_dir = str(dl_manager.manual_dir)
+    self.check_manual_dir(manual_dir)
+    lists = {}
+    for split, download in LISTS.items():
+      paths = manual.read_text(manual.FolderSource(manual_dir), download.file_name)
+      lists[split] = list(dict.fromkeys(paths))  # in order, without repeats
+      if len(lists[split]) != len(paths):
+        logging.warning('MIT67: %s lists %d files more than once; each is used once',
+                        download.file_name, len(paths) - len(lists[split]))
+    classes = sorted({path.split('/')[0] for paths in lists.values() for path in paths})
+    self.info.features['label'].names = classes
+    sizes = {split: len(paths) for split, paths in lists.items()}
+    if len(classes) != NUM_CLASSES or sizes != SPLIT_SIZES:
+      logging.warning('MIT67: %d classes and split sizes %s; the standard lists have %d and %s',
+                      len(classes), sizes, NUM_CLASSES, SPLIT_SIZES)
+    source = manual.open_source(manual_dir, ARCHIVE)
+    return {split: self._generate_examples(source, paths) for split, paths in lists.items()}
+
+  def _generate_examples(self, source: manual.Source, paths: list[str]):
+    """Yields ('<class>/<file>', example) for each listed path."""
+
+    def encode(item):
+      path, data = item
+      jpeg, _ = manual.rgb_jpeg(data, path)
+      return path, {'image': jpeg, 'label': path.split('/')[0]}
+
+    yield from manual.parallel_map(encode, source.read_many(paths))
