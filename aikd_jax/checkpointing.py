@@ -60,6 +60,10 @@ class TrainCheckpointer:
                         type(e).__name__, str(e).splitlines()[0][:200])
     return None
 
+  def reached_preemption(self, step: int) -> bool:
+    """Multi-host: True on every process at the sync step after JAX's preemption notice."""
+    return self._manager.reached_preemption(step)
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 

@@ -62,7 +62,8 @@ def main(argv):
   from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
 
   stop = []
-  signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+  if jax.process_count() == 1:  # with several processes, JAX's preemption service does it
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
   workdir = os.path.abspath(_WORKDIR.value)
   config = _CONFIG.value
   try:

@@ -148,6 +148,12 @@ class _Trainer:
                  self.config.num_epochs, step, self.total_steps,
                  ', '.join(f'{k} {v:.4g}' for k, v in sorted(means.items())))
 
+  def _should_stop(self, step: int) -> bool:
+    """SIGTERM on one host; across hosts, JAX's preemption sync point (all agree)."""
+    if jax.process_count() > 1:
+      return self.ckpt.reached_preemption(step)
+    return self.stop_requested()
+
   def train_epoch(self, epoch: int, start_step: int) -> None:
     pending, t0 = [], time.perf_counter()
     batches = self.pipeline.train_batches(epoch, start_step)
@@ -160,7 +166,7 @@ class _Trainer:
       if step % self.config.log_every_steps == 0 or i + 1 == self.spe:
         self._log_train(pending, epoch)
         pending = []
-      if self.stop_requested() and i + 1 < self.spe:
+      if self._should_stop(step) and i + 1 < self.spe:
         if pending:
           self._log_train(pending, epoch)
         self.train_time_s += time.perf_counter() - t0
