@@ -62,6 +62,15 @@ def get_config():
   c.aikd.critic_norm = 'batch'  # batch | layer | none
   c.aikd.critic_input = 'logits'  # logits | probs
 
+  # Batch augmentations on device (reference/methods.md section 5); 0 switches one off.
+  # Paper-style settings: cutout 8 (CIFAR) / 112 (224 px); mixup 1.0 (32 px) / 0.2
+  # (224 px); cutmix 1.0 with cutmix_prob 0.5 (CIFAR) / 1.0 (224 px).
+  c.augment = ml_collections.ConfigDict()
+  c.augment.cutout = 0  # hole side in pixels
+  c.augment.mixup = 0.0  # Beta(alpha, alpha)
+  c.augment.cutmix = 0.0  # Beta(alpha, alpha)
+  c.augment.cutmix_prob = 1.0
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.max_to_keep = 2
 

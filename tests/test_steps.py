@@ -137,3 +137,25 @@ def test_snapshot_is_a_copy_that_survives_donation():
   before = jax.tree.map(np.asarray, snap)
   jax.jit(step, donate_argnums=(0,))(state, batch, superior)
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, snap))
+
+
+def test_mixed_labels_reach_the_losses_through_one_target():
+  """With CutMix on, CE is lam CE(y_a) + (1 - lam) CE(y_b) on the mixed images."""
+  from aikd_jax import mixing  # pylint: disable=g-import-not-at-top
+  config, method, model, state, superior, step, batch = _setup('aikd')
+  config.augment.cutmix = 1.0
+  step = steps.make_train_step(model=model, method=method, config=config,
+                               num_classes=NUM_CLASSES, steps_per_epoch=SPE,
+                               lr_schedule=state_lib.learning_rate_schedule(config, SPE))
+  step_key = jax.random.fold_in(jax.random.key(config.seed), 0)
+  mixed, _ = mixing.apply(steps.augment_key(step_key), dict(batch), config, NUM_CLASSES)
+  lam, perm = mixed['mix_lam'], mixed['mix_perm']
+  assert 0 < lam < 1
+  z = model.apply({'params': state.student.params, 'batch_stats': state.student.batch_stats},
+                  mixed['image'], train=True, mutable=['batch_stats'])[0]
+  y = batch['label']
+  expected = lam * losses.cross_entropy(z, y) + (1 - lam) * losses.cross_entropy(z, y[perm])
+  _, metrics = jax.jit(step)(state, batch, superior)
+  np.testing.assert_allclose(metrics['ce'], expected, rtol=2e-5)
+  np.testing.assert_allclose(metrics['guide'], losses.kd_kl(
+      z, model.apply(superior, mixed['image'], train=False), 1.0), rtol=2e-5)

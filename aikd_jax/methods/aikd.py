@@ -46,14 +46,16 @@ class AIKD:
   def uses_superior(self) -> bool:
     return self.alpha_g > 0 or self.uses_critic
 
-  def student_loss(self, logits, labels, *, superior_logits=None, previous_probs=None,
+  def student_loss(self, logits, targets, *, superior_logits=None, previous_probs=None,
                    critic_fn=None):
-    """Returns (loss, {term: value}) for student `logits` [B, C] and int `labels` [B].
+    """Returns (loss, {term: value}) for student `logits` [B, C].
 
-    `previous_probs` is the progressive target: softmax(z_prev / tau_P), or the one-hot
-    label in the first epoch. `critic_fn` maps student logits to one score per example.
+    `targets` [B, C] is the label distribution: one-hot, or the Mixup/CutMix mixture
+    lam*onehot(y_a) + (1-lam)*onehot(y_b), so CE is lam*CE(y_a) + (1-lam)*CE(y_b).
+    `previous_probs` is the progressive target: softmax(z_prev / tau_P), or `targets` in
+    the first epoch. `critic_fn` maps student logits to one score per example.
     """
-    terms = {'ce': losses.cross_entropy(logits, labels)}
+    terms = {'ce': losses.soft_cross_entropy(logits, targets)}
     loss = self.alpha_ce * terms['ce']
     if self.uses_previous:
       terms['progressive'] = losses.kl_to_distribution(logits, previous_probs, self.tau_p)

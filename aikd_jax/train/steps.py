@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aikd_jax import losses
+from aikd_jax import losses, mixing
 from aikd_jax.train.state import State
 
 
@@ -20,12 +20,12 @@ def _critic_input(logits, kind: str):
   return jax.nn.softmax(logits, axis=-1) if kind == 'probs' else logits
 
 
-def _previous_target(model, method, previous, images, labels, num_classes, has_previous):
-  """softmax(z_prev / tau_P) from the previous-epoch snapshot; the one-hot label in epoch 0."""
+def _previous_target(model, method, previous, images, targets, has_previous):
+  """softmax(z_prev / tau_P) from the previous-epoch snapshot; the label targets in epoch 0."""
   return jax.lax.cond(
       has_previous,
       lambda: method.previous_target(_frozen_logits(model, previous, images)),
-      lambda: jax.nn.one_hot(labels, num_classes, dtype=jnp.float32))
+      lambda: targets)
 
 
 def _critic_update(critic_state, fake, real, key, gp_weight, kind):
@@ -53,6 +53,11 @@ def _critic_update(critic_state, fake, real, key, gp_weight, kind):
   return critic_state.apply_gradients(grads=grads, batch_stats=stats), metrics
 
 
+def augment_key(step_key):
+  """The key of the step's batch augmentation (the critic uses fold_in(step_key, i))."""
+  return jax.random.fold_in(step_key, 1 << 20)
+
+
 def make_train_step(*, model, method, config, num_classes, steps_per_epoch, lr_schedule):
   """Returns `train_step(state, batch, superior) -> (state, metrics)`, a pure function."""
   base_key = jax.random.key(config.seed)
@@ -60,13 +65,15 @@ def make_train_step(*, model, method, config, num_classes, steps_per_epoch, lr_s
 
   def train_step(state: State, batch, superior):
     student = state.student
-    images, labels = batch['image'], batch['label']
     step_key = jax.random.fold_in(base_key, student.step)
+    # Cutout / Mixup / CutMix on the global batch; labels become target distributions.
+    batch, targets = mixing.apply(augment_key(step_key), batch, config, num_classes)
+    images, labels = batch['image'], batch['label']
     z_sup = _frozen_logits(model, superior, images) if method.uses_superior else None
     prev_probs = None
     if method.uses_previous:
-      prev_probs = _previous_target(model, method, state.previous, images, labels,
-                                    num_classes, student.step >= steps_per_epoch)
+      prev_probs = _previous_target(model, method, state.previous, images, targets,
+                                    student.step >= steps_per_epoch)
 
     def critic_fn(z):
       c = state.critic
@@ -77,7 +84,7 @@ def make_train_step(*, model, method, config, num_classes, steps_per_epoch, lr_s
       logits, new_vars = student.apply_fn(
           {'params': params, 'batch_stats': student.batch_stats}, images, train=True,
           mutable=['batch_stats'])
-      loss, terms = method.student_loss(logits, labels, superior_logits=z_sup,
+      loss, terms = method.student_loss(logits, targets, superior_logits=z_sup,
                                         previous_probs=prev_probs, critic_fn=critic_fn)
       return loss, (logits, new_vars['batch_stats'], terms)
 
