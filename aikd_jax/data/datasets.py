@@ -5,6 +5,7 @@ adding a dataset is adding a row to `_SPECS` (and a builder under `builders/`
 when TFDS has none that works offline).
 """
 import dataclasses
+import os
 
 from aikd_jax.errors import UserError
 
@@ -92,3 +93,47 @@ register(DatasetSpec(
     test_split='test', num_classes=10, image_size=28, channels=1,
     mean=(0.2860,), std=(0.3530,), train_augment='crop_flip',
     manual_dir='/usr/share/datasets/fashion-mnist'))
+
+# ImageNet statistics (torchvision), used by CS-KD and Zipf's LS for every dataset but CIFAR.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# TFDS's default manual-download folder, `<data_dir>/downloads/manual`, for the default
+# data_dir. Our archive builders prepare from there on first use; `--config.data.manual_dir`
+# points elsewhere. (Their error names the folder and the file to put in it.)
+TFDS_MANUAL_DIR = os.path.join(
+    os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets'),
+    'downloads', 'manual')
+
+# Tiny-ImageNet (builders/tiny_imagenet.py) keeps the original 64x64 JPEGs; as in CS-KD
+# and Zipf's LS, training takes RandomResizedCrop(32) + flip from the 64x64 image and
+# evaluation resizes it to 32x32. Streamed (in_memory=False): the stored images are not
+# the model's size, and decoding 64x64 JPEGs in the map is cheap.
+register(DatasetSpec(
+    name='tiny_imagenet', tfds_name='tiny_imagenet', train_split='train',
+    test_split='validation', num_classes=200, image_size=32, channels=3,
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, train_augment='random_resized_crop_flip',
+    eval_preprocess='resize', in_memory=False, manual_dir=TFDS_MANUAL_DIR))
+
+
+def _fine_grained(name: str, tfds_name: str, train_split: str, num_classes: int,
+                  manual_dir: str | None = None) -> DatasetSpec:
+  """Registers a 224-px dataset with CS-KD's recipe.
+
+  Train: RandomResizedCrop(224) + flip; eval: Resize(256) + CenterCrop(224); ImageNet
+  statistics; streamed, the JPEGs decoded inside the tf.data map.
+  """
+  return register(DatasetSpec(
+      name=name, tfds_name=tfds_name, train_split=train_split, test_split='test',
+      num_classes=num_classes, image_size=224, channels=3, mean=IMAGENET_MEAN,
+      std=IMAGENET_STD, train_augment='random_resized_crop_flip',
+      eval_preprocess='resize_center_crop', resize_size=256, in_memory=False,
+      manual_dir=manual_dir))
+
+
+# TFDS's builders (5,994 / 5,794 and 12,000 / 8,580 images): `tfds build` with network.
+_fine_grained('cub200', 'caltech_birds2011', 'train', 200)
+_fine_grained('stanford_dogs', 'stanford_dogs', 'train', 120)
+# Ours, from the archives in the manual dir: 5,360 / 1,340 (the standard lists) and
+# 6,667 trainval / 3,334 test (variants; the 20-px banner is cropped when preparing).
+_fine_grained('mit67', 'mit67', 'train', 67, manual_dir=TFDS_MANUAL_DIR)
+_fine_grained('fgvc_aircraft', 'fgvc_aircraft', 'trainval', 100, manual_dir=TFDS_MANUAL_DIR)

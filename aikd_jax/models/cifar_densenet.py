@@ -63,12 +63,8 @@ class CIFARDenseNet(nn.Module):
         out = int(x.shape[-1] * self.reduction)  # math.floor, as the reference
         x = Transition(out, self.dtype, name=f'trans{i + 1}')(x, train)
     x = nn.relu(common.batch_norm(train, self.dtype, name='bn')(x))
-    pooled = jnp.mean(x, axis=(1, 2))  # avg_pool2d(4) on a 4x4 map, for any input size
-    logits = common.TorchDense(self.num_classes, dtype=self.dtype, name='linear')(pooled)
-    logits = jnp.asarray(logits, jnp.float32)
-    if features:
-      return logits, {'stages': stages, 'prepool': x}
-    return logits
+    head = common.TorchDense(self.num_classes, dtype=self.dtype, name='linear')
+    return common.classifier_head(x, stages, head, features)
 
 
 @register('cifar_densenet121')

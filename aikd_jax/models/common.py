@@ -53,3 +53,13 @@ def dtype_from_name(name: str):
   except KeyError:
     raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {name!r}") from None
 
+
+def classifier_head(x, stages, dense, features: bool):
+  """Global average pooling, then `dense`, as float32 logits; with `features`, also
+  `{'stages': stages, 'prepool': x}` (the map before pooling).
+
+  The global mean equals the references' avg_pool2d(4) on 32-px inputs and torchvision's
+  adaptive average pooling on any size.
+  """
+  logits = jnp.asarray(dense(jnp.mean(x, axis=(1, 2))), jnp.float32)
+  return (logits, {'stages': stages, 'prepool': x}) if features else logits

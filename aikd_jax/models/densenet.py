@@ -77,14 +77,10 @@ class DenseNet(nn.Module):
       if i + 1 < len(self.block_sizes):
         x = Transition(x.shape[-1] // 2, self.dtype, name=f'features_transition{i + 1}')(x, train)
     x = nn.relu(common.batch_norm(train, self.dtype, name='features_norm5')(x))
-    pooled = jnp.mean(x, axis=(1, 2))
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                      kernel_init=common.torch_default_kernel_init,
-                      bias_init=nn.initializers.zeros, name='classifier')(pooled)
-    logits = jnp.asarray(logits, jnp.float32)
-    if features:
-      return logits, {'stages': stages, 'prepool': x}
-    return logits
+    head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                    kernel_init=common.torch_default_kernel_init,
+                    bias_init=nn.initializers.zeros, name='classifier')
+    return common.classifier_head(x, stages, head, features)
 
 
 @register('densenet121')

@@ -83,12 +83,8 @@ class PreActResNet(nn.Module):
         stride = 2 if (i > 0 and j == 0) else 1
         x = self.block(self.width * 2**i, stride, self.dtype, name=f'layer{i + 1}_{j}')(x, train)
       stages.append(x)
-    pooled = jnp.mean(x, axis=(1, 2))  # avg_pool2d(4) on a 4x4 map, for any input size
-    logits = common.TorchDense(self.num_classes, dtype=self.dtype, name='linear')(pooled)
-    logits = jnp.asarray(logits, jnp.float32)
-    if features:
-      return logits, {'stages': stages, 'prepool': x}
-    return logits
+    head = common.TorchDense(self.num_classes, dtype=self.dtype, name='linear')
+    return common.classifier_head(x, stages, head, features)
 
 
 @register('preact_resnet18')

@@ -83,12 +83,8 @@ class ResNet(nn.Module):
         stride = 2 if (i > 0 and j == 0) else 1
         x = self.block(self.width * 2**i, stride, self.dtype, name=f'layer{i + 1}_{j}')(x, train)
       stages.append(x)
-    pooled = jnp.mean(x, axis=(1, 2))
-    logits = common.TorchDense(self.num_classes, dtype=self.dtype, name='fc')(pooled)
-    logits = jnp.asarray(logits, jnp.float32)
-    if features:
-      return logits, {'stages': stages, 'prepool': x}
-    return logits
+    head = common.TorchDense(self.num_classes, dtype=self.dtype, name='fc')
+    return common.classifier_head(x, stages, head, features)
 
 
 @register('resnet18')

@@ -5,8 +5,8 @@
   or as the folder it extracts to; both read the same member paths.
 - `rgb_jpeg`: checks an image and returns it as RGB JPEG bytes (the original bytes
   when they already are), optionally without its bottom rows.
-- `main`: the command line that prepares one of them:
-  `python -m aikd_jax.data.builders.manual NAME --manual_dir=DIR [--data_dir=TFDS_DIR]`.
+
+`python -m aikd_jax.data.builders NAME --manual_dir=DIR` prepares one of them (`__main__.py`).
 """
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import collections
@@ -59,7 +59,7 @@ def instructions(downloads: Sequence[Download], name: str, extra: str = '') -> s
   if extra:
     lines.append(extra)
   lines.append('Then build it once (or let training prepare it on first use):')
-  lines.append(f'  python -m aikd_jax.data.builders.manual {name} --manual_dir=DIR '
+  lines.append(f'  python -m aikd_jax.data.builders {name} --manual_dir=DIR '
                '[--data_dir=TFDS_DIR]')
   return '\n'.join(lines)
 
@@ -121,14 +121,15 @@ class FolderSource(Source):
 
 
 class ZipSource(Source):
-  """A zip archive whose files sit under `prefix` ('tiny-imagenet-200/')."""
+  """A zip archive; paths are relative to the first of `prefixes` that it holds."""
 
-  def __init__(self, path: str, prefix: str):
+  def __init__(self, path: str, prefixes: Sequence[str]):
     self._path = path
     self._zip = zipfile.ZipFile(path)
-    self._prefix = prefix
-    self._members = {n[len(prefix):]: n for n in self._zip.namelist()
-                     if n.startswith(prefix) and not n.endswith('/')}
+    names = self._zip.namelist()
+    self._prefix = next((p for p in prefixes if any(n.startswith(p) for n in names)), '')
+    self._members = {n[len(self._prefix):]: n for n in names
+                     if n.startswith(self._prefix) and not n.endswith('/')}
 
   def read(self, path: str) -> bytes:
     if path not in self._members:
@@ -192,10 +193,7 @@ def open_source(manual_dir: str, download: Download) -> Source:
   prefixes = [root + '/' for root in download.roots]
   if os.path.isfile(archive):
     if zipfile.is_zipfile(archive):
-      with zipfile.ZipFile(archive) as z:
-        names = z.namelist()
-      prefix = next((p for p in prefixes if any(n.startswith(p) for n in names)), '')
-      return ZipSource(archive, prefix)
+      return ZipSource(archive, prefixes)
     return TarSource(archive, prefixes)
   folder = _extracted(manual_dir, download)
   if folder is not None:
@@ -260,38 +258,3 @@ def parallel_map(fn: Callable, items: Iterable, workers: int | None = None) -> I
         yield pending.popleft().result()
     while pending:
       yield pending.popleft().result()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-  """Prepares one of our manual-download builders: the command in their instructions."""
-  import argparse  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from aikd_jax.data import builders  # pylint: disable=g-import-not-at-top
-
-  parser = argparse.ArgumentParser(
-      prog='python -m aikd_jax.data.builders.manual',
-      description='Prepare a TFDS dataset from manually downloaded files.')
-  parser.add_argument('name', choices=builders.MANUAL_BUILDERS,
-                      help='TFDS name of the builder')
-  parser.add_argument('--manual_dir', default=None,
-                      help='folder with the downloaded files (default: '
-                           '<data_dir>/downloads/manual)')
-  parser.add_argument('--data_dir', default=None,
-                      help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); '
-                           'training reads it through --config.data.tfds_dir')
-  args = parser.parse_args(argv)
-  builder = tfds.builder(args.name, data_dir=args.data_dir)
-  data_dir_root = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))  # root/name/version
-  manual_dir = args.manual_dir or os.path.join(data_dir_root, 'downloads', 'manual')
-  try:
-    type(builder).check_manual_dir(manual_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  except UserError as e:
-    raise SystemExit(f'error: {e}') from None
-  for split, info in builder.info.splits.items():
-    print(f'{builder.name} {split}: {info.num_examples} examples in {builder.data_dir}')
-
-
-if __name__ == '__main__':
-  main()

@@ -14,7 +14,7 @@ every image is decoded when preparing, and those are re-encoded as RGB JPEG
 
 Prepare once (or let training do it on first use):
 
-  python -m aikd_jax.data.builders.manual mit67 --manual_dir=DIR [--data_dir=TFDS_DIR]
+  python -m aikd_jax.data.builders mit67 --manual_dir=DIR [--data_dir=TFDS_DIR]
 """
 from absl import logging
 import tensorflow_datasets as tfds

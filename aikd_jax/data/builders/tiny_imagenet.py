@@ -14,7 +14,7 @@ sorted wnids (torchvision ImageFolder's order); the class names are the wnids.
 
 Prepare once (or let training do it on first use):
 
-  python -m aikd_jax.data.builders.manual tiny_imagenet --manual_dir=DIR [--data_dir=TFDS_DIR]
+  python -m aikd_jax.data.builders tiny_imagenet --manual_dir=DIR [--data_dir=TFDS_DIR]
 """
 from absl import logging
 import tensorflow_datasets as tfds

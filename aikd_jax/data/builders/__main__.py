@@ -1,0 +1,46 @@
+"""Prepares one of our manual-download TFDS builders from the files the user downloaded.
+
+  python -m aikd_jax.data.builders tiny_imagenet --manual_dir=DIR [--data_dir=TFDS_DIR]
+
+Names: see `MANUAL_BUILDERS`. Each builder's MANUAL_DOWNLOAD_INSTRUCTIONS say what
+to download. Training then reads the prepared data with --config.data.tfds_dir=TFDS_DIR
+(the TFDS default data dir when --data_dir is not given).
+"""
+import argparse
+from collections.abc import Sequence
+import os
+
+import tensorflow_datasets as tfds
+
+from aikd_jax.data import builders
+from aikd_jax.errors import UserError
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Parses `argv` (default: sys.argv[1:]) and prepares the named builder."""
+  parser = argparse.ArgumentParser(
+      prog='python -m aikd_jax.data.builders',
+      description='Prepare a TFDS dataset from manually downloaded files.')
+  parser.add_argument('name', choices=builders.MANUAL_BUILDERS, help='TFDS name of the builder')
+  parser.add_argument('--manual_dir', default=None,
+                      help='folder with the downloaded files (default: '
+                           '<data_dir>/downloads/manual)')
+  parser.add_argument('--data_dir', default=None,
+                      help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); '
+                           'training reads it through --config.data.tfds_dir')
+  args = parser.parse_args(argv)
+  builder = tfds.builder(args.name, data_dir=args.data_dir)
+  data_dir_root = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))  # root/name/version
+  manual_dir = args.manual_dir or os.path.join(data_dir_root, 'downloads', 'manual')
+  try:
+    type(builder).check_manual_dir(manual_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except UserError as e:
+    raise SystemExit(f'error: {e}') from None
+  for split, info in builder.info.splits.items():
+    print(f'{builder.name} {split}: {info.num_examples} examples in {builder.data_dir}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,99 @@
+"""TFDS builder `fgvc_aircraft`: FGVC-Aircraft 2013b, variant level (manual download).
+
+TFDS has no FGVC-Aircraft. This builder reads `fgvc-aircraft-2013b.tar.gz`
+directly (or the `fgvc-aircraft-2013b/` folder it extracts to) from the manual dir:
+`data/variants.txt` (the 100 variants, one a line), `data/images_variant_trainval.txt`
+and `data/images_variant_test.txt` (lines `<image id> <variant name>`, the name
+may hold spaces) and `data/images/<image id>.jpg`. Splits: trainval 6,667 and
+test 3,334 images; labels index the variants in the order of variants.txt.
+
+Every original image ends in a 20-pixel copyright banner at the bottom. As is
+standard practice (and the dataset's README advises), the builder crops those
+20 rows off and stores the rest as an RGB JPEG (quality 95).
+
+Reading the tar.gz directly takes a few passes over the archive (one for the
+lists, then one per split); preparing from the extracted folder is quicker.
+Prepare once (or let training do it on first use):
+
+  python -m aikd_jax.data.builders fgvc_aircraft --manual_dir=DIR [--data_dir=TFDS_DIR]
+"""
+from absl import logging
+import tensorflow_datasets as tfds
+
+from aikd_jax.data.builders import manual
+
+NUM_CLASSES = 100
+SPLIT_SIZES = {'trainval': 6_667, 'test': 3_334}
+BANNER_ROWS = 20  # copyright banner at the bottom of every original image
+DOWNLOAD = manual.Download(
+    dataset='FGVC-Aircraft', file_name='fgvc-aircraft-2013b.tar.gz',
+    url='https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz',
+    roots=('fgvc-aircraft-2013b/data',))
+VARIANTS = 'variants.txt'
+LISTS = {'trainval': 'images_variant_trainval.txt', 'test': 'images_variant_test.txt'}
+
+
+class FgvcAircraft(tfds.core.GeneratorBasedBuilder):
+  """FGVC-Aircraft 2013b: 100 variants, 6,667 trainval / 3,334 test, banner cropped."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = manual.instructions(
+      [DOWNLOAD], 'fgvc_aircraft',
+      'The tar.gz is read as it is; its extracted folder fgvc-aircraft-2013b/ works too '
+      '(and prepares faster).')
+
+  @classmethod
+  def check_manual_dir(cls, manual_dir: str) -> None:
+    """Called by the pipeline before preparing: fails with one clear line if files are missing."""
+    manual.check_files(manual_dir, [DOWNLOAD])
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=('FGVC-Aircraft 2013b (Maji et al., 2013) at the variant level, '
+                     f'with the bottom {BANNER_ROWS}-pixel copyright banner cropped off. '
+                     'Labels index the variants in the order of variants.txt.'),
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+            'label': tfds.features.ClassLabel(),  # names are set when preparing
+        }),
+        supervised_keys=('image', 'label'),
+        homepage='https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/',
+    )
+
+  def _split_generators(self, dl_manager):
+    manual_dir = str(dl_manager.manual_dir)
+    self.check_manual_dir(manual_dir)
+    source = manual.open_source(manual_dir, DOWNLOAD)
+    texts = manual.read_texts(source, [VARIANTS, *LISTS.values()])
+    variants = texts[VARIANTS]
+    if len(set(variants)) != len(variants):
+      raise ValueError(f'{VARIANTS} lists a variant twice: the archive is not the official one')
+    self.info.features['label'].names = variants
+    known = set(variants)
+    splits = {}
+    for split, list_name in LISTS.items():
+      splits[split] = {}
+      for line in texts[list_name]:
+        image_id, variant = line.split(' ', 1)
+        if variant not in known:
+          raise ValueError(f'{list_name} names variant {variant!r}, which is not in {VARIANTS}')
+        splits[split][image_id] = variant
+    sizes = {split: len(ids) for split, ids in splits.items()}
+    if len(variants) != NUM_CLASSES or sizes != SPLIT_SIZES:
+      logging.warning('FGVC-Aircraft: %d variants and split sizes %s; the official archive has '
+                      '%d and %s', len(variants), sizes, NUM_CLASSES, SPLIT_SIZES)
+    return {split: self._generate_examples(source, ids) for split, ids in splits.items()}
+
+  def _generate_examples(self, source: manual.Source, variant_of: dict[str, str]):
+    """Yields (image id, example); `variant_of` maps image id -> variant name."""
+
+    def encode(item):
+      path, data = item
+      image_id = path.rsplit('/', 1)[-1].rsplit('.', 1)[0]
+      jpeg, _ = manual.rgb_jpeg(data, path, crop_bottom=BANNER_ROWS)
+      return image_id, {'image': jpeg, 'label': variant_of[image_id]}
+
+    paths = [f'images/{image_id}.jpg' for image_id in variant_of]
+    yield from manual.parallel_map(encode, source.read_many(paths))

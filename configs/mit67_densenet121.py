@@ -1,0 +1,18 @@
+r"""MIT67, DenseNet-121: 224 px, batch 32, 300 epochs.
+
+  python -m aikd_jax.main --config=configs/mit67_densenet121.py \
+      --workdir=/tmp/aikd/mit67_densenet121
+
+Paper: Table 4, column "MIT67", DenseNet-121. Top-1 error (mean +- std, 3 runs):
+AI-KD 34.58 +- 0.75 % (the student, phase 2); Baseline 37.59 +- 0.62 %
+(cross-entropy: our superior, phase 1).
+Data: put indoorCVPR_09.tar, TrainImages.txt and TestImages.txt (URLs in
+aikd_jax/data/builders/mit67.py) in ~/tensorflow_datasets/downloads/manual/ (or set
+--config.data.manual_dir); the first run prepares them, or run
+`python -m aikd_jax.data.builders mit67` beforehand.
+"""
+from configs import common
+
+
+def get_config():
+  return common.make('mit67', 'densenet121')
