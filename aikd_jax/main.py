@@ -17,6 +17,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs
 _DISTRIBUTED = flags.DEFINE_bool(
     'jax_distributed', None, 'Call jax.distributed.initialize() (multi-host). Default: on '
     'when the environment names a coordinator (SLURM with >1 task, JAX_COORDINATOR_ADDRESS).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', None, 'host:port of process 0, for clusters JAX does not detect itself.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator.')
 
 
 def _fail(message: str, code: int = 2):
@@ -45,6 +49,8 @@ def _quiet_library_logs() -> None:
 def _wants_distributed() -> bool:
   if _DISTRIBUTED.value is not None:
     return _DISTRIBUTED.value
+  if _COORDINATOR.value:
+    return True
   return (int(os.environ.get('SLURM_NTASKS', '1')) > 1
           or 'JAX_COORDINATOR_ADDRESS' in os.environ)
 
@@ -56,7 +62,9 @@ def main(argv):
     _fail('both --config and --workdir are required')
   import jax  # pylint: disable=g-import-not-at-top
   if _wants_distributed():
-    jax.distributed.initialize()
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   from aikd_jax import run  # pylint: disable=g-import-not-at-top
   from aikd_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top

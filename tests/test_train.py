@@ -1,6 +1,7 @@
 """End to end: both phases, outputs, skipping, exact resume, 1 vs 4 devices, bad input."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -44,13 +45,19 @@ def smoke_config(data_dirs, **overrides):
   return c
 
 
-def cli(workdir, data_dirs, *flags, devices=1):
-  """Runs `python -m aikd_jax.main` on the smoke config; returns the CompletedProcess."""
+def cli_command(workdir, data_dirs, *flags, devices=1):
+  """(argv, env) of `python -m aikd_jax.main` on the smoke config with `devices` CPUs."""
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
   args = [sys.executable, '-m', 'aikd_jax.main', '--config=configs/demo.py:smoke',
           f'--workdir={workdir}', '--config.data.train_subset=96',
           f'--config.data.manual_dir={data_dirs["manual_dir"]}',
           f'--config.data.tfds_dir={data_dirs["tfds_dir"]}', *flags]
+  return args, env
+
+
+def cli(workdir, data_dirs, *flags, devices=1):
+  """Runs `python -m aikd_jax.main` on the smoke config; returns the CompletedProcess."""
+  args, env = cli_command(workdir, data_dirs, *flags, devices=devices)
   return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -179,6 +186,29 @@ def test_four_devices_match_one(finished, data_dirs, tmp_path):
                outs[1][1], outs[4][1])
   for key in ('top1_err', 'top5_err', 'nll', 'ece'):
     assert outs[4][0][key] == pytest.approx(outs[1][0][key], abs=1e-2), key
+
+
+@pytest.mark.slow
+def test_two_processes_train_together(finished, data_dirs, tmp_path):
+  """Two local processes (jax.distributed, one CPU device each) train one student."""
+  with socket.socket() as sock:
+    sock.bind(('localhost', 0))
+    port = sock.getsockname()[1]
+  procs = []
+  for i in range(2):
+    args, env = cli_command(str(tmp_path), data_dirs, f'--config.superior_workdir={finished[0]}',
+                            f'--coordinator=localhost:{port}', '--num_processes=2',
+                            f'--process_id={i}')
+    procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert 'superior' in outs[0][0] and outs[1][0] == ''  # only process 0 prints the summary
+  res = read_json(tmp_path / 'student' / 'results.json')
+  assert (res['steps'], res['epochs'], res['method']) == (6, 2, 'aikd')
+  assert sorted(os.listdir(tmp_path / 'student' / 'checkpoints'), key=int) == ['3', '6']
+  assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(params_of(str(tmp_path / 'student'))))
 
 
 def _one_error_line(proc):

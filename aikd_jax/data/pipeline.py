@@ -1,10 +1,46 @@
 """TFDS -> tf.data -> host-local numpy batches, for training and evaluation.
 
-Each process reads only its own share of every split (`tfds.split_for_jax_process`)
-into memory once; each epoch is then a tf.data pipeline over that share:
-a permutation seeded by (seed, epoch), stateless augmentation seeded by
-(seed, epoch, example id), parallel map, batch, prefetch. The output order is
-deterministic, so `train_batches(epoch, start_step=k)` resumes an epoch exactly.
+Each process reads only its own share of every split
+(`tfds.split_for_jax_process`); example ids are indices in the split, the
+same whatever the number of processes.
+
+Training. The process's train share is read once into memory, as one tensor
+that every epoch gathers from:
+  * `spec.in_memory=True` (the 32-px datasets): decoded uint8 images
+    [n, H, W, C] (CIFAR-100: 150 MB for the whole train split).
+  * `spec.in_memory=False` (the 224-px fine-grained datasets and Tiny-ImageNet,
+    images stored as JPEG): the *encoded* bytes, one string per image, read with
+    `tfds.decode.SkipDecoding` and decoded inside the parallel map. Memory is
+    the size of the encoded share; for a whole train split, roughly 0.2 GB
+    (Tiny-ImageNet), 0.45 GB (Stanford Dogs), 0.55 GB (CUB), 0.8 GB (MIT67) and
+    1.8 GB (FGVC-Aircraft, large photos), divided among the processes; reading
+    briefly needs twice that (`train_share_bytes` and the log give the actual
+    size). Decoded 224-px crops would need 3-7x more, and streaming from disk
+    through a shuffle buffer could neither resume mid-epoch without replaying
+    the epoch nor draw CS-KD partners by class; with the bytes in memory both
+    are an index lookup, and the tensor is gathered from, never copied.
+An epoch is a permutation of the share's indices seeded by (seed, epoch);
+the tf.data pipeline slices that index list, so
+`train_batches(epoch, start_step=k)` starts at batch k without reading,
+decoding or augmenting the batches before it, and yields exactly the batches
+k.. of the full epoch. The map gathers an example, decodes it if encoded (only
+the crop window of a JPEG under random-resized crop), augments it with a
+stateless seed from (seed, epoch, example id), normalises; then batch
+(drop_remainder) and prefetch. Map parallelism is AUTOTUNE with
+`deterministic=True`, so the output does not depend on thread timing.
+
+CS-KD pairs (`paired=True`): each anchor gets one partner of the same class,
+drawn uniformly (possibly the anchor itself) from this process's train share
+by a generator seeded by (seed, epoch, process) at the anchor's slot; the
+partner's view has its own seed (seed, epoch, global slot), independent of the
+view the same example gets as an anchor. Works in both modes.
+
+Evaluation. In-memory datasets keep their test share decoded in memory,
+padded to whole batches. Streamed datasets read the test share from TFDS on
+every `eval_batches` call (sequential files, JPEG decoded in the map), and
+append zero padding; no memory beyond the prefetch buffers. Either way every
+process yields the same number of batches and 'mask' marks real examples.
+
 Turning host-local batches into global `jax.Array`s is `sharding.py`'s job.
 """
 from collections.abc import Iterator
@@ -24,15 +60,24 @@ from aikd_jax.data import datasets
 from aikd_jax.errors import UserError
 
 _SHUFFLE_SALT = 0x5348  # separates the shuffle seed from other uses of config.seed
-_READ_BATCH = 1024
+_PAIR_SALT = 0x5041  # separates the CS-KD partner draw from the shuffle
+_READ_BATCH = 256
 
 
 @dataclasses.dataclass(frozen=True)
 class _Share:
   """This process's examples of one split, in memory, in the split's canonical order."""
-  images: np.ndarray  # uint8 [n, H, W, C]
+  images: tf.Tensor  # uint8 [n, H, W, C] (decoded) or string [n] (encoded)
   labels: np.ndarray  # int32 [n]
   ids: np.ndarray  # int32 [n]: index in the split
+
+
+@dataclasses.dataclass(frozen=True)
+class _Classes:
+  """This process's train indices grouped by class, for drawing CS-KD partners."""
+  members: np.ndarray  # local indices sorted by label
+  start: np.ndarray  # [num_classes]: first position of each class in `members`
+  count: np.ndarray  # [num_classes]: examples of each class
 
 
 class Pipeline:
@@ -48,19 +93,33 @@ class Pipeline:
     local_batch_size: config.batch_size // process_count.
     local_eval_batch_size: config.eval_batch_size // process_count.
     num_eval_batches: batches `eval_batches` yields, the same on every process.
+    train_share_bytes: memory held by this process's train images.
   """
 
   def __init__(self, config, *, process_index: int | None = None,
-               process_count: int | None = None):
+               process_count: int | None = None, spec: datasets.DatasetSpec | None = None,
+               threads: int | None = None):
+    """Reads this process's train share (and in-memory test share).
+
+    Args:
+      config: the run config; uses data.*, batch_size, eval_batch_size, seed.
+      process_index: this process (default: jax.process_index()).
+      process_count: processes (default: jax.process_count()).
+      spec: the dataset; default `datasets.get(config.data.name)` (tests and
+        benchmarks pass their own).
+      threads: size of a private tf.data thread pool; None shares TF's pool
+        (as many threads as cores).
+    """
     self.process_index = jax.process_index() if process_index is None else process_index
     self.process_count = jax.process_count() if process_count is None else process_count
-    self.spec = datasets.get(config.data.name)
+    self.spec = datasets.get(config.data.name) if spec is None else spec
     self.num_classes = self.spec.num_classes
     self.image_shape = self.spec.image_shape
     self.local_batch_size = _local_size(config.batch_size, self.process_count, 'batch_size')
     self.local_eval_batch_size = _local_size(config.eval_batch_size, self.process_count,
                                              'eval_batch_size')
     self._seed = int(config.seed) % 2**63
+    self._options = _data_options(threads)
 
     builder = _ready_builder(self.spec, config.data.tfds_dir, config.data.manual_dir)
     self.num_train_examples = _subset_size(builder, self.spec.train_split,
@@ -74,40 +133,55 @@ class Pipeline:
     max_share = -(-self.num_eval_examples // self.process_count)
     self.num_eval_batches = -(-max_share // self.local_eval_batch_size)
 
-    read = functools.partial(_read_share, builder, self.spec,
-                             index=self.process_index, count=self.process_count)
-    self._train = read(self.spec.train_split, self.num_train_examples)
-    self._eval = _pad(read(self.spec.test_split, self.num_eval_examples),
-                      self.num_eval_batches * self.local_eval_batch_size)
+    read = functools.partial(_read_share, builder, self.spec, index=self.process_index,
+                             count=self.process_count)
+    self._train = read(self.spec.train_split, self.num_train_examples,
+                       encoded=not self.spec.in_memory)
+    self.train_share_bytes = _nbytes(self._train.images)
+    logging.info('%s: %d train examples of this process in memory (%s, %.1f MB)',
+                 self.spec.name, len(self._train.ids),
+                 'decoded' if self.spec.in_memory else 'encoded', self.train_share_bytes / 1e6)
+    self._classes = _group_by_class(self._train.labels, self.num_classes)
+    self._builder = builder
+    self._eval = None
+    if self.spec.in_memory:
+      _check_stored_shape(self.spec, self._train.images.shape[1:], 'train',
+                          resizes=self.spec.train_augment == 'random_resized_crop_flip')
+      share = read(self.spec.test_split, self.num_eval_examples, encoded=False)
+      _check_stored_shape(self.spec, share.images.shape[1:], 'test',
+                          resizes=self.spec.eval_preprocess != 'none')
+      self._eval = _pad(share, self.num_eval_batches * self.local_eval_batch_size)
 
-  def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  # -- training ------------------------------------------------------------------------
+  def train_batches(self, epoch: int, start_step: int = 0,
+                    paired: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Yields batches start_step..steps_per_epoch-1 of `epoch` for this process.
 
-    Each batch: 'image' float32 [b,H,W,C] (augmented, normalised), 'label'
-    int32 [b], 'id' int32 [b] (index in the train split), b = local_batch_size.
+    Args:
+      epoch: the epoch; it seeds the order and the augmentation.
+      start_step: the first batch to yield (resume); the batches are those of
+        the full epoch from this one on.
+      paired: also yield a CS-KD partner of the same class for every anchor.
+
+    Yields:
+      'image' float32 [b,H,W,C] (augmented, normalised), 'label' int32 [b],
+      'id' int32 [b] (index in the train split), b = local_batch_size; with
+      `paired`, also 'pair_image', 'pair_label' (== 'label') and 'pair_id'.
     """
     if not 0 <= start_step <= self.steps_per_epoch:
       raise ValueError(f'start_step {start_step} outside [0, {self.steps_per_epoch}]')
-    order = self._epoch_order(epoch)[start_step * self.local_batch_size:]
-    t = self._train
-    ds = tf.data.Dataset.from_tensor_slices(
-        {'image': t.images[order], 'label': t.labels[order], 'id': t.ids[order]})
+    order = self._epoch_order(epoch)
+    rows = {'index': order, 'label': self._train.labels[order], 'id': self._train.ids[order]}
+    if paired:
+      partner = self._partners(epoch, rows['label'])
+      rows.update(pair_index=partner, pair_label=self._train.labels[partner],
+                  pair_id=self._train.ids[partner], position=self._global_slots(len(order)))
+    first = start_step * self.local_batch_size
+    ds = tf.data.Dataset.from_tensor_slices({k: v[first:] for k, v in rows.items()})
     ds = ds.map(functools.partial(self._train_example, epoch=epoch),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(self.local_batch_size, drop_remainder=True)
-    return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-
-  def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
-    """Yields num_eval_batches batches of this process's test share, padded at the end.
-
-    Each batch: 'image' float32 [b,H,W,C] (normalised), 'label' int32 [b],
-    'mask' bool [b] (False on padding), b = local_eval_batch_size.
-    """
-    ds = tf.data.Dataset.from_tensor_slices(
-        {'image': self._eval.images, 'label': self._eval.labels, 'mask': self._eval.mask})
-    ds = ds.batch(self.local_eval_batch_size)
-    ds = ds.map(self._eval_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options).as_numpy_iterator()
 
   def _epoch_order(self, epoch: int) -> np.ndarray:
     """Indices into this process's train share for the full batches of `epoch`."""
@@ -115,22 +189,91 @@ class Pipeline:
     order = rng.permutation(len(self._train.ids))
     return order[:self.steps_per_epoch * self.local_batch_size]
 
+  def _partners(self, epoch: int, labels: np.ndarray) -> np.ndarray:
+    """For each anchor label, a uniformly drawn local index of the same class."""
+    rng = np.random.default_rng([_PAIR_SALT, self._seed, epoch, self.process_index])
+    c = self._classes
+    offset = np.floor(rng.random(len(labels)) * c.count[labels]).astype(np.int64)
+    return c.members[c.start[labels] + np.minimum(offset, c.count[labels] - 1)]
+
+  def _global_slots(self, n: int) -> np.ndarray:
+    """Slot of each local anchor in the global epoch: step * batch + process offset + j."""
+    local = np.arange(n)
+    step, j = np.divmod(local, self.local_batch_size)
+    b = self.local_batch_size
+    return step * b * self.process_count + self.process_index * b + j
+
   def _train_example(self, ex, epoch):
     seed = augment.example_seed(self._seed, epoch, ex['id'])
-    view = augment.train_view(self.spec.train_augment, ex['image'], seed)
-    return {'image': augment.normalize(view, self.spec.mean, self.spec.std),
-            'label': ex['label'], 'id': ex['id']}
+    out = {'image': self._train_view(ex['index'], seed), 'label': ex['label'], 'id': ex['id']}
+    if 'pair_index' in ex:
+      pair_seed = augment.pair_seed(self._seed, epoch, ex['position'])
+      out.update(pair_image=self._train_view(ex['pair_index'], pair_seed),
+                 pair_label=ex['pair_label'], pair_id=ex['pair_id'])
+    return out
 
-  def _eval_batch(self, batch):
-    return {'image': augment.normalize(batch['image'], self.spec.mean, self.spec.std),
-            'label': batch['label'], 'mask': batch['mask']}
+  def _train_view(self, index, seed):
+    """The normalised training view of local train example `index`."""
+    spec, raw = self.spec, tf.gather(self._train.images, index)
+    if spec.in_memory:
+      view = augment.train_view(spec.train_augment, raw, seed, spec.image_size)
+    else:
+      view = augment.train_view_encoded(spec.train_augment, raw, seed, spec.image_size,
+                                        spec.channels)
+    return augment.normalize(view, spec.mean, spec.std)
+
+  # -- evaluation ----------------------------------------------------------------------
+  def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+    """Yields num_eval_batches batches of this process's test share, padded at the end.
+
+    Each batch: 'image' float32 [b,H,W,C] (normalised), 'label' int32 [b],
+    'mask' bool [b] (False on padding), b = local_eval_batch_size.
+    """
+    ds = self._eval_examples()
+    ds = ds.batch(self.local_eval_batch_size)
+    ds = ds.map(self._normalize_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options).as_numpy_iterator()
+
+  def _eval_examples(self) -> tf.data.Dataset:
+    """Examples {'image' float32 [0, 255], 'label', 'mask'} of the padded test share."""
+    spec = self.spec
+    if self._eval is not None:
+      ds = tf.data.Dataset.from_tensor_slices(self._eval)
+      view = functools.partial(augment.eval_view, spec.eval_preprocess, size=spec.image_size,
+                               resize_size=spec.resize_size)
+      return ds.map(lambda ex: dict(ex, image=view(ex['image'])),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    start, end = _share_bounds(self.num_eval_examples, self.process_index, self.process_count)
+    ds = _encoded_examples(self._builder, spec.test_split, self.num_eval_examples,
+                           index=self.process_index, count=self.process_count)
+    ds = ds.take(end - start).map(self._eval_example, num_parallel_calls=tf.data.AUTOTUNE,
+                                  deterministic=True)
+    padding = {'image': tf.zeros(spec.image_shape, tf.float32),
+               'label': tf.constant(0, tf.int32), 'mask': tf.constant(False)}
+    pad_n = self.num_eval_batches * self.local_eval_batch_size - (end - start)
+    return ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad_n))
+
+  def _eval_example(self, encoded, label):
+    spec = self.spec
+    image = augment.eval_view(spec.eval_preprocess, augment.decode(encoded, spec.channels),
+                              spec.image_size, spec.resize_size)
+    return {'image': image, 'label': tf.cast(label, tf.int32), 'mask': tf.constant(True)}
+
+  def _normalize_batch(self, batch):
+    return dict(batch, image=augment.normalize(batch['image'], self.spec.mean, self.spec.std))
 
 
-@dataclasses.dataclass(frozen=True)
-class _PaddedShare:
-  images: np.ndarray
-  labels: np.ndarray
-  mask: np.ndarray
+def _data_options(threads: int | None) -> tf.data.Options:
+  """tf.data options: deterministic, one thread per op, optional private pool."""
+  options = tf.data.Options()
+  options.deterministic = True
+  # Parallelism comes from the map over examples; one thread per op avoids oversubscription.
+  options.threading.max_intra_op_parallelism = 1
+  if threads:
+    options.threading.private_threadpool_size = threads
+  options.experimental_optimization.map_parallelization = True
+  options.experimental_optimization.parallel_batch = True
+  return options
 
 
 def _local_size(global_size: int, process_count: int, name: str) -> int:
@@ -192,7 +335,7 @@ def _split_size(builder, split: str) -> int:
   try:
     return builder.info.splits[split].num_examples
   except KeyError:  # tfds.testing.mock_data leaves info.splits empty: count by reading
-    ds = builder.as_dataset(split=split)
+    ds = builder.as_dataset(split=split, decoders=_decoders(encoded=True))
     return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
 
 
@@ -203,35 +346,88 @@ def _share_bounds(n: int, index: int, count: int) -> tuple[int, int]:
   return start, start + per + (1 if index < extra else 0)
 
 
-def _read_share(builder, spec: datasets.DatasetSpec, split: str, n: int, *, index: int,
-                count: int) -> _Share:
-  """Reads this process's share of the first `n` examples of `split` into memory."""
+def _decoders(encoded: bool):
+  """Decode only 'image' and 'label' (CUB also has masks); keep images encoded if asked."""
+  skip = {'image': tfds.decode.SkipDecoding()} if encoded else None
+  return tfds.decode.PartialDecoding({'image': True, 'label': True}, decoders=skip)
+
+
+def _examples(builder, split: str, n: int, *, index: int, count: int,
+              encoded: bool) -> tf.data.Dataset:
+  """(image, label) of this process's share of the first `n` examples, in split order."""
   start, end = _share_bounds(n, index, count)
   sub = tfds.split_for_jax_process(f'{split}[:{n}]', process_index=index, process_count=count)
   # One file at a time, in order: ids are then positions in the split.
   read_config = tfds.ReadConfig(interleave_cycle_length=1)
-  ds = builder.as_dataset(split=sub, shuffle_files=False, read_config=read_config)
+  ds = builder.as_dataset(split=sub, shuffle_files=False, read_config=read_config,
+                          decoders=_decoders(encoded))
   ds = ds.take(end - start)  # mock_data ignores slicing and yields num_examples each time
-  ds = ds.map(lambda ex: (ex['image'], ex['label']), num_parallel_calls=tf.data.AUTOTUNE)
-  images, labels = [np.zeros((0,) + spec.image_shape, np.uint8)], [np.zeros((0,), np.int32)]
-  for x, y in ds.batch(_READ_BATCH).as_numpy_iterator():
-    if x.shape[1:] != spec.image_shape:
-      raise ValueError(f'{spec.tfds_name}: images of shape {x.shape[1:]}, expected '
-                       f'{spec.image_shape}')
-    images.append(x)
-    labels.append(y.astype(np.int32))
-  images, labels = np.concatenate(images), np.concatenate(labels)
+  return ds.map(lambda ex: (ex['image'], ex['label']), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+
+
+_encoded_examples = functools.partial(_examples, encoded=True)
+
+
+def _read_share(builder, spec: datasets.DatasetSpec, split: str, n: int, *, index: int,
+                count: int, encoded: bool) -> _Share:
+  """Reads this process's share of the first `n` examples of `split` into memory.
+
+  `encoded`: keep each image's encoded bytes (a string tensor [n]); else decode
+  (uint8 [n, H, W, C]; every image must have the same shape).
+  """
+  start, end = _share_bounds(n, index, count)
+  ds = _examples(builder, split, n, index=index, count=count, encoded=encoded)
+  images, labels = [], [np.zeros((0,), np.int32)]
+  try:
+    for x, y in ds.batch(_READ_BATCH):
+      images.append(x)
+      labels.append(y.numpy().astype(np.int32))
+  except tf.errors.InvalidArgumentError as e:
+    if encoded or 'batch' not in str(e).lower():
+      raise
+    raise UserError(f'{spec.name}: {split} images differ in size, so they cannot be held '
+                    'decoded in memory: register the dataset with in_memory=False') from e
+  labels = np.concatenate(labels)
   if len(labels) != end - start:
     raise ValueError(f'{spec.tfds_name} {split}: read {len(labels)} examples, '
                      f'expected {end - start}')
+  if images:
+    images = tf.concat(images, axis=0)
+  else:
+    images = tf.zeros((0,) if encoded else (0,) + spec.image_shape,
+                      tf.string if encoded else tf.uint8)
   return _Share(images, labels, np.arange(start, end, dtype=np.int32))
 
 
-def _pad(share: _Share, size: int) -> _PaddedShare:
-  """Pads a share with zero images to `size` examples; mask marks the real ones."""
+def _nbytes(images: tf.Tensor) -> int:
+  if images.dtype == tf.string:
+    return int(tf.reduce_sum(tf.strings.length(images)))
+  return int(np.prod(images.shape)) * images.dtype.size
+
+
+def _check_stored_shape(spec: datasets.DatasetSpec, shape, split: str, resizes: bool) -> None:
+  """Decoded images must have spec.channels, and spec.image_size unless a view resizes them."""
+  shape = tuple(shape)
+  if shape[-1] != spec.channels or (not resizes and shape != spec.image_shape):
+    raise ValueError(f'{spec.tfds_name} {split}: images of shape {shape}, expected '
+                     f'{spec.image_shape}')
+
+
+def _group_by_class(labels: np.ndarray, num_classes: int) -> _Classes:
+  if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f'labels outside [0, {num_classes})')
+  members = np.argsort(labels, kind='stable')
+  count = np.bincount(labels, minlength=num_classes)
+  start = np.concatenate([[0], np.cumsum(count)[:-1]])
+  return _Classes(members, start, count)
+
+
+def _pad(share: _Share, size: int) -> dict[str, tf.Tensor]:
+  """Pads a decoded share with zero images to `size` examples; 'mask' marks the real ones."""
   n = len(share.labels)
-  images = np.zeros((size,) + share.images.shape[1:], np.uint8)
-  images[:n] = share.images
+  padding = tf.zeros((size - n,) + tuple(share.images.shape[1:]), share.images.dtype)
   labels = np.zeros((size,), np.int32)
   labels[:n] = share.labels
-  return _PaddedShare(images, labels, np.arange(size) < n)
+  return {'image': tf.concat([share.images, padding], axis=0), 'label': tf.constant(labels),
+          'mask': tf.constant(np.arange(size) < n)}

@@ -11,6 +11,7 @@ from typing import Callable
 from absl import logging
 from clu import metric_writers, periodic_actions
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from aikd_jax import checkpointing, evaluation, models, plots, sharding
@@ -74,16 +75,20 @@ def eval_logits(eval_step, variables, pipeline, mesh) -> tuple[np.ndarray, np.nd
 
 
 def write_results(directory: str, results: dict, logits, labels, title: str) -> None:
-  """reliability.png, then results.json (written atomically: it marks a finished phase)."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(directory, exist_ok=True)
-  plots.reliability_diagram(logits, labels, os.path.join(directory, 'reliability.png'),
-                            title=title)
-  tmp = os.path.join(directory, 'results.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(results, f, indent=2)
-  os.replace(tmp, os.path.join(directory, 'results.json'))
+  """reliability.png, then results.json (written atomically: it marks a finished phase).
+
+  Process 0 writes; every process waits until it has, so all of them see the phase end.
+  """
+  if jax.process_index() == 0:
+    os.makedirs(directory, exist_ok=True)
+    plots.reliability_diagram(logits, labels, os.path.join(directory, 'reliability.png'),
+                              title=title)
+    tmp = os.path.join(directory, 'results.json.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(results, f, indent=2)
+    os.replace(tmp, os.path.join(directory, 'results.json'))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'results written to {directory}')
 
 
 class _Trainer:
