@@ -205,7 +205,7 @@ def test_eval_two_processes_cover_test_set_once(fashion, eval_subset, batches):
 
 
 def test_missing_dataset_error(tmp_path):
-  with pytest.raises(UserError, match=r'cifar100.*none.*tfds build cifar100.*tfds_dir'):
+  with pytest.raises(UserError, match=r'cifar100.*none.*aikd_jax.data.builders cifar100.*tfds_dir'):
     pipeline.Pipeline(_config(tfds_dir=str(tmp_path / 'none')))
 
 

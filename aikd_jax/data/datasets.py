@@ -35,7 +35,7 @@ class DatasetSpec:
     manual_dir: for builders that read local files: the default folder of
       those files (`config.data.manual_dir` overrides it). The pipeline then
       prepares the dataset itself on first use. None: the dataset must be
-      prepared beforehand (`tfds build`).
+      prepared beforehand (`python -m aikd_jax.data.builders NAME`).
   """
   name: str
   tfds_name: str
@@ -130,7 +130,8 @@ def _fine_grained(name: str, tfds_name: str, train_split: str, num_classes: int,
       manual_dir=manual_dir))
 
 
-# TFDS's builders (5,994 / 5,794 and 12,000 / 8,580 images): `tfds build` with network.
+# TFDS's builders (5,994 / 5,794 and 12,000 / 8,580 images): they download, see
+# `python -m aikd_jax.data.builders`.
 _fine_grained('cub200', 'caltech_birds2011', 'train', 200)
 _fine_grained('stanford_dogs', 'stanford_dogs', 'train', 120)
 # Ours, from the archives in the manual dir: 5,360 / 1,340 (the standard lists) and

@@ -292,9 +292,13 @@ def _ready_builder(spec: datasets.DatasetSpec, tfds_dir: str | None, manual_dir:
     root = tfds_dir or tfds.core.constants.DATA_DIR
     raise UserError(
         f'Dataset {spec.tfds_name} is not prepared in {root} (looked in {builder.data_dir}): '
-        f'run `tfds build {spec.tfds_name} --data_dir={root}` on a machine with network '
-        'or copy a prepared folder there, and set --config.data.tfds_dir')
-  _prepare_from_local_files(builder, manual_dir or spec.manual_dir)
+        f'run `python -m aikd_jax.data.builders {spec.tfds_name} --data_dir={root}` on a '
+        'machine with network or copy a prepared folder there, and set --config.data.tfds_dir')
+  if manual_dir is None:
+    manual_dir = spec.manual_dir
+    if tfds_dir and manual_dir == datasets.TFDS_MANUAL_DIR:  # follow a custom data dir
+      manual_dir = os.path.join(tfds_dir, 'downloads', 'manual')
+  _prepare_from_local_files(builder, manual_dir)
   return tfds.builder(spec.tfds_name, data_dir=tfds_dir)
 
 
