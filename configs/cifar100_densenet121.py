@@ -6,7 +6,7 @@ r"""CIFAR-100, DenseNet-121 (CIFAR stem): 32 px, batch 128, 300 epochs.
 Paper: Table 4, column "CIFAR-100", DenseNet-121. Top-1 error (mean +- std, 3 runs):
 AI-KD 18.35 +- 0.18 % (the student, phase 2); Baseline 19.71 +- 0.37 %
 (cross-entropy: our superior, phase 1).
-Data: TFDS `cifar100` (`tfds build cifar100` once, on a machine with network).
+Data: TFDS `cifar100` (`python -m aikd_jax.data.builders cifar100` once, with network).
 """
 from configs import common
 

@@ -6,7 +6,7 @@ r"""CIFAR-100, PreAct ResNet-50: 32 px, batch 128, 300 epochs.
 Paper: Table 2, column "CIFAR-100", row "ResNet 50". Top-1 error (mean +- std, 3 runs):
 AI-KD 19.42 +- 0.59 % (the student, phase 2); Baseline 21.57 +- 0.32 %
 (cross-entropy: our superior, phase 1).
-Data: TFDS `cifar100` (`tfds build cifar100` once, on a machine with network).
+Data: TFDS `cifar100` (`python -m aikd_jax.data.builders cifar100` once, with network).
 """
 from configs import common
 
