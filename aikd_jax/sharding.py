@@ -3,6 +3,9 @@
 One 1-D mesh `('data',)` over every device of every process: the state is replicated,
 batches are sharded along their first axis, so BatchNorm sees the global batch.
 """
+import collections
+from collections.abc import Iterable, Iterator
+
 import jax
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -27,6 +30,21 @@ def to_global(batch: dict, mesh) -> dict:
   sharding = batch_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}
+
+
+def prefetch_to_device(batches: Iterable[dict], mesh, size: int = 2) -> Iterator[dict]:
+  """Global arrays of the next `size` batches are on their way while a step runs.
+
+  The transfers are issued ahead (device_put is asynchronous), so the host's copy of
+  batch n+1 overlaps the step on batch n.
+  """
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(to_global(batch, mesh))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
 
 
 def to_host(x: jax.Array) -> np.ndarray:

@@ -1,6 +1,7 @@
 """End to end: both phases, outputs, skipping, exact resume, 1 vs 4 devices, bad input."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +210,21 @@ def test_two_processes_train_together(finished, data_dirs, tmp_path):
   assert (res['steps'], res['epochs'], res['method']) == (6, 2, 'aikd')
   assert sorted(os.listdir(tmp_path / 'student' / 'checkpoints'), key=int) == ['3', '6']
   assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(params_of(str(tmp_path / 'student'))))
+
+
+def test_cli_sigterm_saves_a_checkpoint_and_exits_zero(finished, data_dirs, tmp_path):
+  args, env = cli_command(str(tmp_path), data_dirs, f'--config.superior_workdir={finished[0]}',
+                          '--config.num_epochs=200')
+  proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  for line in proc.stderr:
+    if 'student epoch 1/200 step 2/600' in line:
+      break
+  proc.send_signal(signal.SIGTERM)
+  _, rest = proc.communicate(timeout=300)
+  assert proc.returncode == 0, rest[-3000:]
+  assert 'stopped:' in rest and 'run the same command again to resume' in rest
+  assert os.listdir(tmp_path / 'student' / 'checkpoints')
+  assert not os.path.exists(tmp_path / 'student' / 'results.json')
 
 
 def _one_error_line(proc):

@@ -161,10 +161,10 @@ class _Trainer:
 
   def train_epoch(self, epoch: int, start_step: int) -> None:
     pending, t0 = [], time.perf_counter()
-    batches = self.pipeline.train_batches(epoch, start_step)
+    batches = sharding.prefetch_to_device(self.pipeline.train_batches(epoch, start_step),
+                                          self.mesh)
     for i, batch in enumerate(batches, start=start_step):
-      self.state, metrics = self.train_step(self.state, sharding.to_global(batch, self.mesh),
-                                            self.superior)
+      self.state, metrics = self.train_step(self.state, batch, self.superior)
       step = epoch * self.spe + i + 1
       pending.append((step, metrics))
       self.report(step)
