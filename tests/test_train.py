@@ -205,7 +205,8 @@ def test_two_processes_train_together(finished, data_dirs, tmp_path):
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
-  assert 'top-1 err' in outs[0][0] and 'top-1 err' not in outs[1][0]  # summary on process 0
+  # Only process 0 prints the summary.
+  assert 'top-1 err' in outs[0][0] and 'top-1 err' not in outs[1][0], (outs[0], outs[1][0])
   res = read_json(tmp_path / 'student' / 'results.json')
   assert (res['steps'], res['epochs'], res['method']) == (6, 2, 'aikd')
   assert sorted(os.listdir(tmp_path / 'student' / 'checkpoints'), key=int) == ['3', '6']
