@@ -83,7 +83,7 @@ def main(argv):
     print(f'stopped: {e}; run the same command again to resume', file=sys.stderr)
     return
   if jax.process_index() == 0:
-    print(run.summary(results, config, workdir))
+    print(run.summary(results, config, workdir), flush=True)
 
 
 if __name__ == '__main__':
