@@ -65,6 +65,8 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
+  if _CONFIG.value.fast_compile:
+    jax.config.update('jax_disable_most_optimizations', True)
   from aikd_jax import run  # pylint: disable=g-import-not-at-top
   from aikd_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top

@@ -17,7 +17,7 @@ from aikd_jax.train import loop, steps
 
 # Keys that may change between a run and its resumption without changing its results.
 _RESUMABLE_KEYS = {'log_every_steps', 'checkpoint.max_to_keep', 'data.tfds_dir',
-                   'data.manual_dir', 'eval_batch_size'}
+                   'data.manual_dir', 'eval_batch_size', 'fast_compile'}
 _CHOICES = {'aikd.critic_norm': ('batch', 'layer', 'none'),
             'aikd.critic_input': ('logits', 'probs'), 'dtype': ('float32', 'bfloat16')}
 

@@ -27,6 +27,7 @@ def get_config(arg: str = 'demo'):
     c.data.eval_subset = 100
     c.optim.lr_milestones = (1,)
     c.log_every_steps = 2
+    c.fast_compile = True
   else:
     raise ValueError(f"configs/demo.py takes 'demo' or 'smoke', got {arg!r}")
   return c
