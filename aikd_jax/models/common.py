@@ -54,6 +54,20 @@ def dtype_from_name(name: str):
     raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {name!r}") from None
 
 
+def residual_stages(x, block, stage_sizes, width: int, dtype, train: bool):
+  """ResNet stages: stage i has `width * 2**i` planes and starts with a stride-2 block
+  (except the first). Blocks are named `layer{i+1}_{j}`, as torch's `layer1.0`.
+  Returns the last output and the list of stage outputs.
+  """
+  stages = []
+  for i, blocks in enumerate(stage_sizes):
+    for j in range(blocks):
+      stride = 2 if (i > 0 and j == 0) else 1
+      x = block(width * 2**i, stride, dtype, name=f'layer{i + 1}_{j}')(x, train)
+    stages.append(x)
+  return x, stages
+
+
 def classifier_head(x, stages, dense, features: bool):
   """Global average pooling, then `dense`, as float32 logits; with `features`, also
   `{'stages': stages, 'prepool': x}` (the map before pooling).

@@ -77,12 +77,8 @@ class PreActResNet(nn.Module):
     x = jnp.asarray(x, self.dtype)
     x = common.conv(self.width, 3, 1, dtype=self.dtype, name='conv1')(x)
     x = nn.relu(common.batch_norm(train, self.dtype, name='bn1')(x))
-    stages = []
-    for i, blocks in enumerate(self.stage_sizes):
-      for j in range(blocks):
-        stride = 2 if (i > 0 and j == 0) else 1
-        x = self.block(self.width * 2**i, stride, self.dtype, name=f'layer{i + 1}_{j}')(x, train)
-      stages.append(x)
+    x, stages = common.residual_stages(x, self.block, self.stage_sizes, self.width,
+                                       self.dtype, train)
     head = common.TorchDense(self.num_classes, dtype=self.dtype, name='linear')
     return common.classifier_head(x, stages, head, features)
 
