@@ -61,8 +61,9 @@ def _check_or_write_config(config, workdir: str) -> None:
                       f'{", ".join(differ)}); use a new --workdir')
   elif jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(path, 'w') as f:
+    with open(path + '.tmp', 'w') as f:  # atomic: other processes may be reading it
       json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(path + '.tmp', path)
 
 
 def superior_config(config) -> ml_collections.ConfigDict:
