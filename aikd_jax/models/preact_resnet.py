@@ -12,12 +12,14 @@
 Module names follow the torch state_dict (`layer2_0/shortcut_1` is
 `layer2.0.shortcut.1`).
 """
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from aikd_jax.models import common
+from aikd_jax.models import resnet
 from aikd_jax.models.registry import register
 
 
@@ -40,28 +42,11 @@ class PreActBlock(nn.Module):
     return y + shortcut
 
 
-class BottleneckCIFAR(nn.Module):
-  """PS-KD `Bottleneck_CIFAR`: 1x1 -> 3x3 (strided) -> 1x1, ReLU after the sum."""
-  features: int
-  stride: int
-  dtype: Any = jnp.float32
-  expansion: int = 4
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    out_features = self.features * self.expansion
-    bn = lambda name: common.batch_norm(train, self.dtype, name=name)
-    y = common.conv(self.features, 1, 1, padding=0, dtype=self.dtype, name='conv1')(x)
-    y = nn.relu(bn('bn1')(y))
-    y = common.conv(self.features, 3, self.stride, dtype=self.dtype, name='conv2')(y)
-    y = nn.relu(bn('bn2')(y))
-    y = common.conv(out_features, 1, 1, padding=0, dtype=self.dtype, name='conv3')(y)
-    y = bn('bn3')(y)
-    if self.stride != 1 or x.shape[-1] != out_features:
-      x = common.conv(out_features, 1, self.stride, padding=0, dtype=self.dtype,
-                      name='shortcut_0')(x)
-      x = bn('shortcut_1')(x)
-    return nn.relu(y + x)
+# PS-KD `Bottleneck_CIFAR`: torchvision's bottleneck with torch-default conv init and a
+# `shortcut` (conv + BN) projection.
+BottleneckCIFAR = functools.partial(resnet.Bottleneck,
+                                    kernel_init=common.torch_default_kernel_init,
+                                    shortcut='shortcut')
 
 
 class PreActResNet(nn.Module):

@@ -18,17 +18,19 @@ from aikd_jax.models import common
 from aikd_jax.models.registry import register
 
 
-def _conv(features, kernel, stride, dtype, name, padding=None):
+def _conv(features, kernel, stride, dtype, name, padding=None,
+          kernel_init=common.kaiming_fan_out_init):
   return common.conv(features, kernel, stride, padding=padding, dtype=dtype,
-                     kernel_init=common.kaiming_fan_out_init, name=name)
+                     kernel_init=kernel_init, name=name)
 
 
-def _downsample(x, features, stride, train, dtype):
-  """The projection shortcut (conv1x1 + BN) when the shape changes, else identity."""
+def _project(x, features, stride, train, dtype, name='downsample',
+             kernel_init=common.kaiming_fan_out_init):
+  """The projection shortcut (conv1x1 + BN, `name`_0 / `name`_1) when the shape changes."""
   if stride == 1 and x.shape[-1] == features:
     return x
-  x = _conv(features, 1, stride, dtype, 'downsample_0', padding=0)(x)
-  return common.batch_norm(train, dtype, name='downsample_1')(x)
+  x = _conv(features, 1, stride, dtype, f'{name}_0', padding=0, kernel_init=kernel_init)(x)
+  return common.batch_norm(train, dtype, name=f'{name}_1')(x)
 
 
 class BasicBlock(nn.Module):
@@ -42,25 +44,35 @@ class BasicBlock(nn.Module):
     y = nn.relu(common.batch_norm(train, self.dtype, name='bn1')(y))
     y = _conv(self.features, 3, 1, self.dtype, 'conv2')(y)
     y = common.batch_norm(train, self.dtype, name='bn2')(y)
-    return nn.relu(y + _downsample(x, self.features, self.stride, train, self.dtype))
+    return nn.relu(y + _project(x, self.features, self.stride, train, self.dtype))
 
 
 class Bottleneck(nn.Module):
+  """Post-activation bottleneck, stride in the 3x3 conv, ReLU after the sum.
+
+  The same block serves PS-KD's `Bottleneck_CIFAR` (preact_resnet50), which differs
+  only in its conv init (torch default) and its shortcut's name (`shortcut`).
+  """
   features: int
   stride: int
   dtype: Any = jnp.float32
   expansion: int = 4
+  kernel_init: Any = common.kaiming_fan_out_init
+  shortcut: str = 'downsample'
 
   @nn.compact
   def __call__(self, x, train: bool):
     out_features = self.features * self.expansion
-    y = _conv(self.features, 1, 1, self.dtype, 'conv1', padding=0)(x)
+    conv = lambda f, k, stride, name: _conv(f, k, stride, self.dtype, name,
+                                            kernel_init=self.kernel_init)
+    y = conv(self.features, 1, 1, 'conv1')(x)
     y = nn.relu(common.batch_norm(train, self.dtype, name='bn1')(y))
-    y = _conv(self.features, 3, self.stride, self.dtype, 'conv2')(y)
+    y = conv(self.features, 3, self.stride, 'conv2')(y)
     y = nn.relu(common.batch_norm(train, self.dtype, name='bn2')(y))
-    y = _conv(out_features, 1, 1, self.dtype, 'conv3', padding=0)(y)
+    y = conv(out_features, 1, 1, 'conv3')(y)
     y = common.batch_norm(train, self.dtype, name='bn3')(y)
-    return nn.relu(y + _downsample(x, out_features, self.stride, train, self.dtype))
+    return nn.relu(y + _project(x, out_features, self.stride, train, self.dtype,
+                                self.shortcut, self.kernel_init))
 
 
 class ResNet(nn.Module):
