@@ -70,7 +70,7 @@ def superior_config(config) -> ml_collections.ConfigDict:
   """Phase 1 trains with plain CE under its own seed (`superior_seed`, default seed + 1)."""
   c = ml_collections.ConfigDict(config.to_dict())
   c.method = 'baseline'
-  c.seed = config.seed + 1 if config.get('superior_seed') is None else config.superior_seed
+  c.seed = config.seed + 1 if config.superior_seed is None else config.superior_seed
   return c
 
 
