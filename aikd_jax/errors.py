@@ -1,9 +1,44 @@
-"""User-facing errors: `main` prints their message as one line and exits non-zero."""
+"""User-facing errors: `main` prints their message as one line and exits with their code.
+
+Every failure a user can cause or fix is one of these classes; each has its own exit
+status (README, "Errors"). Anything else is an internal error: its traceback goes to
+`WORKDIR/error.log` and stderr gets one line naming that file (exit 1).
+"""
+
+INTERNAL_ERROR = 1  # a bug: traceback in WORKDIR/error.log
 
 
 class UserError(Exception):
-  """Bad input that the user can fix (config, dataset, workdir, superior)."""
+  """Bad input that the user can fix. Subclasses say which kind (and the exit status)."""
+  exit_code = 2
+
+
+class ConfigError(UserError):
+  """A config value, flag or combination that cannot work (also unknown names)."""
+  exit_code = 2
+
+
+class DataError(UserError):
+  """A dataset that is missing, unprepared or damaged (archives, images, lists)."""
+  exit_code = 3
+
+
+class WorkdirError(UserError):
+  """The workdir (or a path read from): not writable, another config's, locked, damaged."""
+  exit_code = 4
+
+
+class OutOfSpaceError(UserError):
+  """The disk (or quota) holding the workdir is full."""
+  exit_code = 5
 
 
 class NonFiniteLossError(UserError):
   """A loss term became NaN or Inf during training."""
+  exit_code = 6
+
+
+class DistributedError(UserError):
+  """A multi-process run whose processes cannot start together or lost a peer."""
+  exit_code = 7
+
