@@ -12,10 +12,11 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from aikd_jax.errors import UserError
+from aikd_jax.errors import WorkdirError
 
 MODEL_JSON = 'model.json'
 
@@ -45,7 +46,8 @@ class TrainCheckpointer:
   def restore_latest(self, template: Any):
     """Returns (state, meta) from the newest step that reads back, or None.
 
-    A damaged step (missing or truncated files) is skipped with a warning; Orbax's
+    A damaged step (missing or truncated files) is moved aside into `damaged/` with a
+    warning (never deleted), so that training can save that step again; Orbax's
     `latest_step()` only looks at directory names, so each step is tried in turn.
     """
     abstract = _abstract(template)
@@ -55,10 +57,27 @@ class TrainCheckpointer:
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         return restored['state'], restored['meta']
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning('Checkpoint step %d in %s does not read back (%s: %s); '
-                        'falling back to an older one.', step, self._manager.directory,
-                        type(e).__name__, str(e).splitlines()[0][:200])
+        moved = self._move_aside(step)
+        logging.warning('Checkpoint step %d in %s does not read back (%s: %s); moved it to '
+                        '%s and fell back to an older one.', step, self._manager.directory,
+                        type(e).__name__, str(e).splitlines()[0][:200] if str(e) else '',
+                        moved)
     return None
+
+  def _move_aside(self, step: int) -> str:
+    """Renames step `step`'s folder into `damaged/` (process 0), then re-reads the steps."""
+    root = os.fspath(self._manager.directory)
+    target = os.path.join(root, 'damaged', str(step))
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      n = 1
+      while os.path.exists(target):
+        target, n = os.path.join(root, 'damaged', f'{step}.{n}'), n + 1
+      os.rename(os.path.join(root, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'moved aside checkpoint {step}')
+    self._manager.reload()
+    return target
 
   def reached_preemption(self, step: int) -> bool:
     """Multi-host: True on every process at the sync step after JAX's preemption notice."""
@@ -86,11 +105,19 @@ def save_model(directory: str, *, arch: str, num_classes: int, options: dict,
 
 
 def read_model_meta(directory: str) -> dict:
+  """The metadata of an exported model; a missing or damaged one is a one-line error."""
   path = os.path.join(directory, MODEL_JSON)
   if not os.path.exists(path):
-    raise UserError(f'no exported model in {directory} (expected {MODEL_JSON} and variables/)')
-  with open(path) as f:
-    return json.load(f)
+    raise WorkdirError(f'no exported model in {directory} (expected {MODEL_JSON} and '
+                       'variables/)')
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except ValueError as e:
+    raise WorkdirError(f'{path} is damaged (not valid JSON); export the model again') from e
+  if not isinstance(meta, dict) or not {'arch', 'num_classes'} <= set(meta):
+    raise WorkdirError(f'{path} is not an exported model\'s metadata; export it again')
+  return meta
 
 
 def load_model(directory: str, sharding=None) -> tuple[dict, dict]:

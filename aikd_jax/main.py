@@ -1,9 +1,10 @@
 """Entry point: `python -m aikd_jax.main --config=CONFIG.py[:ARG] --workdir=DIR`.
 
-Parses flags and dispatches to `run.run`; nothing else. Bad input ends with one line on
-stderr and exit status 2; SIGTERM saves a checkpoint and exits 0.
+Parses flags and dispatches to `run.run`; nothing else. Every failure a user can fix ends
+with one `error:` line on stderr and its exit status (README, "Errors"); an internal
+error writes its traceback to WORKDIR/error.log and names it. SIGTERM and the first
+Ctrl-C save a checkpoint and exit 0; a second Ctrl-C exits at once (status 130).
 """
-import logging as py_logging
 import os
 import signal
 import sys
@@ -11,9 +12,14 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from aikd_jax import console
+from aikd_jax.errors import ConfigError, UserError
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (ml_collections).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs, results.')
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Also show library INFO lines on stderr '
+                             '(they always go to WORKDIR/log.txt).')
 _DISTRIBUTED = flags.DEFINE_bool(
     'jax_distributed', None, 'Call jax.distributed.initialize() (multi-host). Default: on '
     'when the environment names a coordinator (SLURM with >1 task, JAX_COORDINATOR_ADDRESS).')
@@ -21,29 +27,6 @@ _COORDINATOR = flags.DEFINE_string(
     'coordinator', None, 'host:port of process 0, for clusters JAX does not detect itself.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator.')
-
-
-def _fail(message: str, code: int = 2):
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(code)
-
-
-def _parse_flags(argv):
-  """absl flag parsing, with config errors (e.g. an unknown key) turned into one line."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e).splitlines()[-1] if str(e) else repr(e))
-  except (AttributeError, KeyError, ValueError, TypeError, OSError) as e:
-    message = ' '.join(str(e).replace('\\n', ' ').replace("'", '').split())
-    _fail(f'bad --config: {message}')
-
-
-def _quiet_library_logs() -> None:
-  """Keeps stderr readable: drops Orbax's INFO chatter and CLU's echo of every scalar."""
-  noisy = ('/orbax/', 'clu/metric_writers/logging_writer')
-  logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= py_logging.WARNING or not any(n in r.pathname for n in noisy))
 
 
 def _wants_distributed() -> bool:
@@ -55,11 +38,26 @@ def _wants_distributed() -> bool:
           or 'JAX_COORDINATOR_ADDRESS' in os.environ)
 
 
+def _install_stop_handlers(stop: list) -> None:
+  """SIGTERM and the first Ctrl-C ask for a save-and-stop; a second Ctrl-C exits now."""
+  def on_signal(signum, frame):
+    del frame
+    if signum == signal.SIGINT and stop:
+      console.fail('interrupted again: stopped without saving', 130)
+    stop.append(signum)
+    if signum == signal.SIGINT:
+      print('stopping: saving a checkpoint at the next step (Ctrl-C again to quit now)',
+            file=sys.stderr, flush=True)
+  signal.signal(signal.SIGTERM, on_signal)
+  signal.signal(signal.SIGINT, on_signal)
+
+
 def main(argv):
   del argv
-  _quiet_library_logs()
+  console.quiet_libraries(verbose=_VERBOSE.value)
   if _CONFIG.value is None or not _WORKDIR.value:
-    _fail('both --config and --workdir are required')
+    console.fail('both --config and --workdir are required', ConfigError.exit_code)
+  workdir = os.path.abspath(_WORKDIR.value)
   import jax  # pylint: disable=g-import-not-at-top
   if _wants_distributed():
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
@@ -67,26 +65,26 @@ def main(argv):
                                process_id=_PROCESS_ID.value)
   if _CONFIG.value.fast_compile:
     jax.config.update('jax_disable_most_optimizations', True)
-  from aikd_jax import run  # pylint: disable=g-import-not-at-top
-  from aikd_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
+  with console.native_stderr_hidden(_VERBOSE.value):
+    from aikd_jax import run  # pylint: disable=g-import-not-at-top
+    from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
 
   stop = []
   if jax.process_count() == 1:  # with several processes, JAX's preemption service does it
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-  workdir = os.path.abspath(_WORKDIR.value)
-  config = _CONFIG.value
+    _install_stop_handlers(stop)
   try:
-    results = run.run(config, workdir, stop_requested=lambda: bool(stop))
+    results = run.run(_CONFIG.value, workdir, stop_requested=lambda: bool(stop))
   except UserError as e:
-    _fail(str(e), 1)
+    console.fail(str(e), e.exit_code)
   except Preempted as e:
     logging.info('%s', e)
     print(f'stopped: {e}; run the same command again to resume', file=sys.stderr)
     return
+  except Exception:  # pylint: disable=broad-except
+    console.fail_internal(workdir)
   if jax.process_index() == 0:
-    print(run.summary(results, config, workdir), flush=True)
+    print(run.summary(results, _CONFIG.value, workdir), flush=True)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=console.parse_flags)

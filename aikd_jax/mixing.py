@@ -170,51 +170,45 @@ def mixed_targets(labels: jax.Array, num_classes: int, perm: Optional[jax.Array]
   return lam * one_hot + (1.0 - lam) * one_hot[perm]
 
 
-def _check(augment: Any) -> None:
-  """Validates the static `config.augment` fields."""
-  if augment.cutout < 0 or augment.mixup < 0 or augment.cutmix < 0:
-    raise ValueError(f'augment.cutout/mixup/cutmix must be >= 0, got {augment}')
-  if augment.mixup > 0 and augment.cutmix > 0:
-    raise ValueError('at most one of augment.mixup and augment.cutmix may be on, got '
-                     f'mixup={augment.mixup}, cutmix={augment.cutmix}')
-  if not 0.0 <= augment.cutmix_prob <= 1.0:
-    raise ValueError(f'augment.cutmix_prob must be in [0, 1], got {augment.cutmix_prob}')
-
-
-def apply(key: jax.Array, batch: Batch, config: Any,
+def apply(key: jax.Array, batch: Batch, augment: Any,
           num_classes: int) -> Tuple[Batch, jax.Array]:
   """Applies the configured batch augmentations; returns (batch, targets [B, C]).
 
-  Reads the static fields config.augment.{cutout, mixup, cutmix, cutmix_prob}.
-  Cutout runs first (it is a per-image transform in the official code), then
-  Mixup or CutMix. When mixing, the batch gains 'mix_perm' (int32 [B]) and
-  'mix_lam' (float32 scalar) so the caller can mix other per-example quantities
-  the same way. With everything off the batch is returned as is, with one-hot
-  targets, and no random op is traced.
+  `augment` is the checked `config.augment` (cutout, mixup, cutmix, cutmix_prob; at most
+  one of mixup and cutmix is on). Cutout runs first (it is a per-image transform in the
+  official code), then Mixup or CutMix. When mixing, the batch gains 'mix_perm' (int32
+  [B]) and 'mix_lam' (float32 scalar) so the caller can mix other per-example quantities
+  the same way. A CS-KD 'pair_image' gets the same transforms (same keys: the same holes,
+  permutation, lambda and box), so a mixed pair carries the anchor's label mixture. With
+  everything off the batch is returned as is, with one-hot targets, and no random op is
+  traced.
 
   Args:
     key: a per-step key, e.g. jax.random.fold_in(key, step).
     batch: dict with 'image' [B, H, W, C] and 'label' int [B] (other keys kept).
-    config: config with an `augment` node.
+    augment: the `augment` config group.
     num_classes: number of classes C.
   """
-  augment = config.augment
-  _check(augment)
-  images, labels = batch['image'], batch['label']
+  labels = batch['label']
   if augment.cutout <= 0 and augment.mixup <= 0 and augment.cutmix <= 0:
     return batch, mixed_targets(labels, num_classes)
   out = dict(batch)
-  if augment.cutout > 0:
-    images = cutout(jax.random.fold_in(key, _CUTOUT_SALT), images, int(augment.cutout))
-  perm = lam = None
-  mix_key = jax.random.fold_in(key, _MIX_SALT)
-  if augment.mixup > 0:
-    images, perm, lam = mixup(mix_key, images, float(augment.mixup))
-  elif augment.cutmix > 0:
-    images, perm, lam = cutmix(mix_key, images, float(augment.cutmix),
-                               float(augment.cutmix_prob))
-  out['image'] = images
+  for name in ('image', 'pair_image'):
+    if name in batch:
+      out[name], perm, lam = _augment_images(key, batch[name], augment)
   if perm is not None:
     out['mix_perm'] = perm
     out['mix_lam'] = lam
   return out, mixed_targets(labels, num_classes, perm, lam)
+
+
+def _augment_images(key, images, augment):
+  """(images, perm, lam) after Cutout and Mixup or CutMix; perm and lam None unmixed."""
+  if augment.cutout > 0:
+    images = cutout(jax.random.fold_in(key, _CUTOUT_SALT), images, int(augment.cutout))
+  mix_key = jax.random.fold_in(key, _MIX_SALT)
+  if augment.mixup > 0:
+    return mixup(mix_key, images, float(augment.mixup))
+  if augment.cutmix > 0:
+    return cutmix(mix_key, images, float(augment.cutmix), float(augment.cutmix_prob))
+  return images, None, None

@@ -11,7 +11,7 @@ from ml_collections import config_dict
 def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.method = 'aikd'  # aikd | no_adv | only_progressive | only_guide | baseline
+  c.method = 'aikd'  # see docs/methods.md: aikd and its ablations, baseline, the peers
   c.num_epochs = 300
   c.batch_size = 128  # global, over all devices and hosts
   c.eval_batch_size = 500
@@ -23,6 +23,9 @@ def get_config():
   # An exported model (aikd_jax.tools.import_torch, or DIR/superior/model) to use as the
   # superior; phase 1 is then skipped and the superior is only evaluated.
   c.superior_init = config_dict.placeholder(str)
+  # Phase 1 trains the superior when the method needs one ('auto'), or always ('always':
+  # the superior is also the paper's Baseline, plain CE under superior_seed).
+  c.train_superior = 'auto'
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'cifar100'
@@ -54,6 +57,9 @@ def get_config():
   c.aikd.omega = 0.1
   c.aikd.tau_p = 1.0
   c.aikd.tau_g = 1.0
+  # The progressive target: 'snapshot' (last epoch's weights, eval mode, one more forward
+  # pass per step) or 'table' (last epoch's train-mode logits per example, no extra pass).
+  c.aikd.previous = 'snapshot'
   c.aikd.gp_weight = 10.0
   c.aikd.critic_steps = 1
   c.aikd.critic_lr = 1e-4

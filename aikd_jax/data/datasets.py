@@ -7,7 +7,7 @@ when TFDS has none that works offline).
 import dataclasses
 import os
 
-from aikd_jax.errors import UserError
+from aikd_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +75,9 @@ def names() -> list[str]:
 
 
 def get(name: str) -> DatasetSpec:
-  """Returns the spec of dataset `name`; a UserError names the known ones."""
+  """Returns the spec of dataset `name`; a ConfigError names the known ones."""
   if name not in _SPECS:
-    raise UserError(f'unknown dataset {name!r}: set --config.data.name to one of '
+    raise ConfigError(f'unknown dataset {name!r}: set --config.data.name to one of '
                     f'{", ".join(names())}')
   return _SPECS[name]
 

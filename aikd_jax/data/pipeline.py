@@ -44,6 +44,7 @@ process yields the same number of batches and 'mask' marks real examples.
 Turning host-local batches into global `jax.Array`s is `sharding.py`'s job.
 """
 from collections.abc import Iterator
+import copy
 import dataclasses
 import functools
 import os
@@ -57,7 +58,7 @@ import tensorflow_datasets as tfds
 from aikd_jax.data import augment  # also hides GPUs from TF
 from aikd_jax.data import builders  # noqa: F401  (registers our TFDS builders)
 from aikd_jax.data import datasets
-from aikd_jax.errors import UserError
+from aikd_jax.errors import ConfigError, DataError, UserError
 
 _SHUFFLE_SALT = 0x5348  # separates the shuffle seed from other uses of config.seed
 _PAIR_SALT = 0x5041  # separates the CS-KD partner draw from the shuffle
@@ -128,7 +129,7 @@ class Pipeline:
                                           config.data.eval_subset, 'eval_subset')
     self.steps_per_epoch = self.num_train_examples // config.batch_size
     if self.steps_per_epoch == 0:
-      raise UserError(f'batch_size {config.batch_size} exceeds the {self.num_train_examples} '
+      raise ConfigError(f'batch_size {config.batch_size} exceeds the {self.num_train_examples} '
                       'training examples: lower --config.batch_size')
     max_share = -(-self.num_eval_examples // self.process_count)
     self.num_eval_batches = -(-max_share // self.local_eval_batch_size)
@@ -153,6 +154,12 @@ class Pipeline:
       self._eval = _pad(share, self.num_eval_batches * self.local_eval_batch_size)
 
   # -- training ------------------------------------------------------------------------
+  def reseeded(self, seed: int) -> 'Pipeline':
+    """The same data under another seed (its shuffles, augmentations and pairs)."""
+    other = copy.copy(self)
+    other._seed = int(seed) % 2**63  # pylint: disable=protected-access
+    return other
+
   def train_batches(self, epoch: int, start_step: int = 0,
                     paired: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Yields batches start_step..steps_per_epoch-1 of `epoch` for this process.
@@ -278,7 +285,7 @@ def _data_options(threads: int | None) -> tf.data.Options:
 
 def _local_size(global_size: int, process_count: int, name: str) -> int:
   if global_size <= 0 or global_size % process_count:
-    raise UserError(f'{name} {global_size} must be a positive multiple of the {process_count} '
+    raise ConfigError(f'{name} {global_size} must be a positive multiple of the {process_count} '
                     f'processes: change --config.{name}')
   return global_size // process_count
 
@@ -290,7 +297,7 @@ def _ready_builder(spec: datasets.DatasetSpec, tfds_dir: str | None, manual_dir:
     return builder
   if spec.manual_dir is None:
     root = tfds_dir or tfds.core.constants.DATA_DIR
-    raise UserError(
+    raise DataError(
         f'Dataset {spec.tfds_name} is not prepared in {root} (looked in {builder.data_dir}): '
         f'run `python -m aikd_jax.data.builders {spec.tfds_name} --data_dir={root}` on a '
         'machine with network or copy a prepared folder there, and set --config.data.tfds_dir')
@@ -331,7 +338,7 @@ def _subset_size(builder, split: str, subset: int | None, name: str) -> int:
   if subset is None:
     return total
   if subset <= 0:
-    raise UserError(f'data.{name} must be positive, got {subset}: fix --config.data.{name}')
+    raise ConfigError(f'data.{name} must be positive, got {subset}: fix --config.data.{name}')
   return min(subset, total)
 
 
@@ -390,7 +397,7 @@ def _read_share(builder, spec: datasets.DatasetSpec, split: str, n: int, *, inde
   except tf.errors.InvalidArgumentError as e:
     if encoded or 'batch' not in str(e).lower():
       raise
-    raise UserError(f'{spec.name}: {split} images differ in size, so they cannot be held '
+    raise DataError(f'{spec.name}: {split} images differ in size, so they cannot be held '
                     'decoded in memory: register the dataset with in_memory=False') from e
   labels = np.concatenate(labels)
   if len(labels) != end - start:

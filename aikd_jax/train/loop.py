@@ -3,6 +3,7 @@
 Side effects live here (and in run.py); the steps it drives are pure (steps.py).
 """
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -15,7 +16,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from aikd_jax import checkpointing, evaluation, models, plots, sharding
-from aikd_jax.errors import NonFiniteLossError, UserError
+from aikd_jax.errors import ConfigError, NonFiniteLossError, OutOfSpaceError
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
 
@@ -35,17 +36,17 @@ class Phase:
 
 
 def model_options(config) -> dict:
-  return {'width': int(config.model.width), 'dtype': str(config.dtype)}
+  return {'width': config.model.width, 'dtype': config.dtype}
 
 
 def load_init_weights(config) -> dict | None:
   """The variables named by `config.model.init` (an exported model), or None."""
-  if not config.model.get('init'):
+  if not config.model.init:
     return None
   meta, variables = checkpointing.load_model(config.model.init)
   if meta['arch'] != config.model.arch:
-    raise UserError(f'model.init {config.model.init} holds a {meta["arch"]}, '
-                    f'not a {config.model.arch}')
+    raise ConfigError(f'model.init {config.model.init} holds a {meta["arch"]}, '
+                      f'not a {config.model.arch}: fix --config.model.init')
   return variables
 
 
@@ -101,21 +102,24 @@ class _Trainer:
     self.spe = pipeline.steps_per_epoch
     self.total_steps = config.num_epochs * self.spe
     self.model = models.create(config.model.arch, pipeline.num_classes, **model_options(config))
-    critic = models.Critic(norm=config.aikd.critic_norm)
+    method = phase.method
     repl = sharding.replicated(mesh)
     init = lambda key, pretrained: state_lib.create_state(
-        key, model=self.model, critic=critic, method=phase.method, config=config,
+        key, model=self.model, method=method, optim=config.optim,
         image_shape=pipeline.image_shape, num_classes=pipeline.num_classes,
-        steps_per_epoch=self.spe, pretrained=pretrained)
+        num_train_examples=pipeline.num_train_examples, steps_per_epoch=self.spe,
+        pretrained=pretrained)
     self.state = jax.jit(init, out_shardings=repl)(jax.random.key(config.seed),
                                                    load_init_weights(config))
-    self.lr = state_lib.learning_rate_schedule(config, self.spe)
-    train_step = steps.make_train_step(model=self.model, method=phase.method, config=config,
-                                       num_classes=pipeline.num_classes,
+    self.lr = state_lib.learning_rate_schedule(config.optim, self.spe)
+    train_step = steps.make_train_step(model=self.model, method=method, augment=config.augment,
+                                       seed=config.seed, num_classes=pipeline.num_classes,
                                        steps_per_epoch=self.spe, lr_schedule=self.lr)
     self.train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=(0,))
     self.eval_step = jax.jit(steps.make_eval_step(self.model))
-    self.snapshot = jax.jit(state_lib.snapshot, out_shardings=repl)
+    end_epoch = lambda state: state.replace(method=method.end_epoch(
+        state.method, state_lib.variables_of(state.student)))
+    self.end_epoch = jax.jit(end_epoch, out_shardings=repl, donate_argnums=(0,))
     self.superior = jax.device_put(phase.superior, repl) if phase.superior else None
     self.ckpt = checkpointing.TrainCheckpointer(os.path.join(phase.directory, 'checkpoints'),
                                                 config.checkpoint.max_to_keep)
@@ -161,8 +165,9 @@ class _Trainer:
 
   def train_epoch(self, epoch: int, start_step: int) -> None:
     pending, t0 = [], time.perf_counter()
-    batches = sharding.prefetch_to_device(self.pipeline.train_batches(epoch, start_step),
-                                          self.mesh)
+    batches = self.pipeline.train_batches(epoch, start_step,
+                                          paired=self.phase.method.batch == 'paired')
+    batches = sharding.prefetch_to_device(batches, self.mesh)
     for i, batch in enumerate(batches, start=start_step):
       self.state, metrics = self.train_step(self.state, batch, self.superior)
       step = epoch * self.spe + i + 1
@@ -183,9 +188,8 @@ class _Trainer:
   # -- evaluation ----------------------------------------------------------------------
   def evaluate(self, epoch: int) -> tuple[dict, np.ndarray, np.ndarray]:
     with self.report.timed('eval'):
-      student = self.state.student
-      logits, labels = eval_logits(self.eval_step, {'params': student.params,
-                                                    'batch_stats': student.batch_stats},
+      logits, labels = eval_logits(self.eval_step,
+                                   state_lib.variables_of(self.state.student),
                                    self.pipeline, self.mesh)
       metrics = evaluation.classification_metrics(logits, labels, self.pipeline.num_classes)
     self.writer.write_scalars((epoch + 1) * self.spe, {f'eval/{k}': v for k, v in metrics.items()})
@@ -202,12 +206,10 @@ class _Trainer:
 def _finish(trainer: _Trainer, metrics: dict, logits, labels) -> dict:
   """Exports the model, then writes the plot and results.json (the phase's done marker)."""
   phase, config = trainer.phase, trainer.config
-  student = trainer.state.student
   checkpointing.save_model(os.path.join(phase.directory, 'model'), arch=config.model.arch,
                            num_classes=trainer.pipeline.num_classes,
                            options=model_options(config),
-                           variables={'params': student.params,
-                                      'batch_stats': student.batch_stats})
+                           variables=state_lib.variables_of(trainer.state.student))
   steps_done = config.num_epochs * trainer.spe
   results = dict(metrics, epochs=config.num_epochs, steps=steps_done, seed=config.seed,
                  method=phase.method.name, arch=config.model.arch, dataset=config.data.name,
@@ -218,22 +220,50 @@ def _finish(trainer: _Trainer, metrics: dict, logits, labels) -> dict:
   return results
 
 
+def _out_of_space(error: BaseException) -> bool:
+  """True if `error`, or an error it was raised from, is 'No space left on device'."""
+  while error is not None:
+    if getattr(error, 'errno', None) == errno.ENOSPC or 'No space left' in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _state_megabytes(state) -> float:
+  return sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, 'nbytes')) / 2**20
+
+
 def train_phase(phase: Phase, pipeline, mesh, stop_requested=lambda: False) -> dict:
   """Trains (or resumes) one phase to the end and returns its results.json content."""
   trainer = _Trainer(phase, pipeline, mesh, stop_requested)
   try:
-    epoch, start_step = trainer.restore()
-    final = None
-    for epoch in range(epoch, phase.config.num_epochs):
-      trainer.train_epoch(epoch, start_step)
-      start_step = 0
-      if phase.method.uses_previous:
-        trainer.state = trainer.state.replace(previous=trainer.snapshot(trainer.state.student))
-      final = trainer.evaluate(epoch)
-      trainer.save(epoch + 1, 0)
-    if final is None:  # restored after the last epoch, before results were written
-      final = trainer.evaluate(phase.config.num_epochs - 1)
-    trainer.ckpt.wait()
-    return _finish(trainer, *final)
+    return _train(trainer)
+  except Exception as e:  # pylint: disable=broad-except
+    if not _out_of_space(e):
+      raise
+    raise OutOfSpaceError(
+        f'no space left on the device holding {phase.directory}: a checkpoint needs about '
+        f'{_state_megabytes(trainer.state):.0f} MB; free space and run the same command '
+        'to resume from the last checkpoint') from e
   finally:
-    trainer.close()
+    try:
+      trainer.close()
+    except Exception as e:  # pylint: disable=broad-except
+      if not _out_of_space(e):
+        raise
+
+
+def _train(trainer: _Trainer) -> dict:
+  config = trainer.config
+  epoch, start_step = trainer.restore()
+  final = None
+  for epoch in range(epoch, config.num_epochs):
+    trainer.train_epoch(epoch, start_step)
+    start_step = 0
+    trainer.state = trainer.end_epoch(trainer.state)
+    final = trainer.evaluate(epoch)
+    trainer.save(epoch + 1, 0)
+  if final is None:  # restored after the last epoch, before results were written
+    final = trainer.evaluate(config.num_epochs - 1)
+  trainer.ckpt.wait()
+  return _finish(trainer, *final)

@@ -1,0 +1,103 @@
+"""What the user sees: one `error:` line per failure, library chatter kept off stderr.
+
+stderr carries our progress lines, warnings and, last, the one error line. Library INFO and WARNING
+lines (Orbax, TFDS, CLU's scalar echo, XLA) go only to WORKDIR/log.txt unless --verbose.
+"""
+import contextlib
+import logging as py_logging
+import os
+import sys
+import tempfile
+import traceback
+
+from absl import flags, logging
+
+from aikd_jax.errors import INTERNAL_ERROR, ConfigError
+
+LOG_FILE = 'log.txt'
+ERROR_LOG = 'error.log'
+# INFO lines from these paths stay on stderr: our own, and CLU's progress/ETA reports.
+_SHOWN = ('/aikd_jax/', 'clu/periodic_actions')
+
+
+def one_line(text: str) -> str:
+  return ' '.join(str(text).replace('\\n', ' ').split())
+
+
+def fail(message: str, code: int):
+  """Prints `error: message` as the last line on stderr and exits with `code`."""
+  sys.stdout.flush()
+  print(f'error: {one_line(message)}', file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def fail_internal(workdir: str):
+  """An unexpected error: its traceback goes to WORKDIR/error.log, one line to stderr."""
+  exc = sys.exc_info()[1]
+  text = traceback.format_exc()
+  if os.path.isdir(workdir) and os.access(workdir, os.W_OK):
+    path = os.path.join(workdir, ERROR_LOG)
+    with open(path, 'a') as f:
+      f.write(text)
+  else:
+    fd, path = tempfile.mkstemp(prefix='aikd_jax_error_', suffix='.log')
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+  fail(f'internal error ({type(exc).__name__}: {str(exc)[:200]}); the traceback is in {path}. '
+       'Please report it with that file', INTERNAL_ERROR)
+
+
+def parse_flags(argv):
+  """absl flag parsing; a bad flag or config file (missing, syntax error) is one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [l for l in str(e).splitlines() if l.strip()]
+    fail(f'bad flag: {lines[-1] if lines else repr(e)}', ConfigError.exit_code)
+  except SyntaxError as e:
+    fail(f'--config {e.filename} line {e.lineno}: {e.msg}', ConfigError.exit_code)
+  except (AttributeError, KeyError, ValueError, TypeError, OSError, ImportError) as e:
+    fail(f'bad --config: {one_line(e)}'.replace("'", ''), ConfigError.exit_code)
+
+
+def quiet_libraries(verbose: bool) -> None:
+  """Keeps library INFO lines (and TF's C++ logs) off stderr unless `verbose`."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  if verbose:
+    return
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= py_logging.ERROR or any(s in r.pathname for s in _SHOWN))
+
+
+def log_to_workdir(workdir: str, process_index: int) -> None:
+  """Every log line (library INFO included) also goes to WORKDIR/log.txt (log.K.txt)."""
+  name = LOG_FILE if process_index == 0 else f'log.{process_index}.txt'
+  handler = py_logging.FileHandler(os.path.join(workdir, name))
+  handler.setFormatter(py_logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+  py_logging.getLogger().addHandler(handler)
+
+
+@contextlib.contextmanager
+def native_stderr_hidden(verbose: bool):
+  """Hides what C++ libraries print on file descriptor 2 (TF's start-up banner) in the body.
+
+  TF logs before absl's C++ logging is initialised, which no environment variable turns
+  off. What was hidden is shown after all if the body fails.
+  """
+  if verbose:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as hidden:
+    os.dup2(hidden.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      os.dup2(saved, 2)
+      hidden.seek(0)
+      sys.stderr.write(hidden.read().decode(errors='replace'))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)

@@ -1,0 +1,100 @@
+"""Checks of a typed config against the outside world, before anything is written.
+
+`config.parse` checks values; this module checks what they name: the devices, the
+superior and init weights, and the workdir (writable, and if it holds a run, the same
+config). A run that fails here leaves the workdir exactly as it found it.
+"""
+import json
+import os
+
+import jax
+
+from aikd_jax import checkpointing
+from aikd_jax.errors import ConfigError, WorkdirError
+
+# Keys that may change between a run and its resumption without changing its results.
+RESUMABLE_KEYS = frozenset({'log_every_steps', 'checkpoint.max_to_keep', 'data.tfds_dir',
+                            'data.manual_dir', 'eval_batch_size', 'fast_compile'})
+CONFIG_JSON = 'config.json'
+
+
+def flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_devices(config, local_devices: int) -> None:
+  """Each process's batch share must split evenly over its devices."""
+  for key in ('batch_size', 'eval_batch_size'):
+    size = getattr(config, key)
+    per_process = size // jax.process_count()
+    if per_process % local_devices:
+      raise ConfigError(f'{key} {size} does not split over the {jax.device_count()} devices '
+                        f'({local_devices} per process): make it a multiple of '
+                        f'{local_devices * jax.process_count()} with --config.{key}')
+
+
+def check_augment(config, image_size: int) -> None:
+  if config.augment.cutout > image_size:
+    raise ConfigError(f'augment.cutout {config.augment.cutout} is larger than the '
+                      f'{image_size}-px images: fix --config.augment.cutout')
+
+
+def check_exported_model(key: str, directory: str, expected: dict) -> None:
+  """`directory` must hold a complete exported model whose metadata matches `expected`."""
+  if not os.path.isdir(directory):
+    raise ConfigError(f'{key} {directory} does not exist: fix --config.{key}')
+  meta = checkpointing.read_model_meta(directory)  # WorkdirError when missing or damaged
+  if not os.path.isdir(os.path.join(directory, 'variables')):
+    raise WorkdirError(f'{key} {directory} has {checkpointing.MODEL_JSON} but no variables/: '
+                       'export or convert the model again')
+  found = {'arch': meta.get('arch'), 'num_classes': meta.get('num_classes'),
+           'width': meta.get('options', {}).get('width', expected.get('width'))}
+  bad = [f'{k} {found[k]!r} (this run: {v!r})' for k, v in expected.items() if found[k] != v]
+  if bad:
+    raise ConfigError(f'{key} {directory} does not fit this run: {", ".join(bad)}')
+
+
+def read_json(path: str, what: str) -> dict:
+  """A JSON file of a workdir; a damaged one is a one-line WorkdirError."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise WorkdirError(f'{path} is damaged ({what} is not valid JSON: {e}); restore it, or '
+                       'delete it and use a new --workdir') from e
+
+
+def check_workdir(config, workdir: str) -> None:
+  """The workdir can be written, and a run already there has the same config."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f'--workdir {workdir} is a file, not a folder')
+  parent = workdir
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise WorkdirError(f'--workdir {workdir} cannot be written ({parent} is not writable)')
+  path = os.path.join(workdir, CONFIG_JSON)
+  if os.path.exists(path):
+    saved = flatten(read_json(path, 'the run\'s config'))
+    now = flatten(config.to_dict())
+    differ = sorted(k for k in set(saved) | set(now)
+                    if saved.get(k) != now.get(k) and k not in RESUMABLE_KEYS)
+    if differ:
+      raise WorkdirError(f'workdir {workdir} belongs to a different config (differs in: '
+                         f'{", ".join(differ)}); use a new --workdir')
+
+
+def write_config(config, workdir: str) -> None:
+  """Writes WORKDIR/config.json (process 0), atomically: other processes may read it."""
+  path = os.path.join(workdir, CONFIG_JSON)
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+      json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+    os.replace(path + '.tmp', path)
