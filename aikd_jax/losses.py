@@ -234,19 +234,17 @@ def zipf_loss(logits: jax.Array, votes: jax.Array, labels: jax.Array,
   entry of y is deleted and w renormalised over the C - 1 other classes; KL_y =
   sum_{c != y} w_c (log w_c - log q_c) with q = softmax over the C - 1 non-target logits.
 
-  `labels` int [B] (weights default 1) or [K, B] with `label_weights` [K] or [K, B]: K
-  label sets, e.g. `zipf_label_sets` of a mixed batch gives [y_a, y_b] and
-  [lam, 1 - lam], so the loss is lam * L(y_a) + (1 - lam) * L(y_b).
+  `labels` int [B] with `label_weights` None (1), a scalar or [B]; or K label sets
+  [K, B] with `label_weights` [K] or [K, B]. E.g. `zipf_label_sets` of a mixed batch gives
+  [y_a, y_b] and [lam, 1 - lam], so the loss is lam * L(y_a) + (1 - lam) * L(y_b).
   """
   logits = _f32(logits)
   weights = 1.0 / zipf_ranks(jax.lax.stop_gradient(votes))
   labels = jnp.asarray(labels)
-  if labels.ndim == 1:
-    labels = labels[None]
-  if label_weights is None:
-    label_weights = jnp.ones(labels.shape[:1], jnp.float32)
-  label_weights = _f32(label_weights)
-  if label_weights.ndim == 1:
+  label_weights = _f32(1.0 if label_weights is None else label_weights)
+  if labels.ndim == 1:  # one label set: weights are a scalar or per example [B]
+    labels, label_weights = labels[None], label_weights[None]
+  elif label_weights.ndim == 1:  # one weight per label set [K]
     label_weights = label_weights[:, None]
   per_set = jax.vmap(lambda y: _zipf_kl_per_example(logits, weights, y))(labels)  # [K, B]
   return jnp.mean(jnp.sum(label_weights * per_set, axis=0))

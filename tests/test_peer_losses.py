@@ -249,6 +249,10 @@ def test_zipf_loss_numpy_and_mixed_labels():
   # Per-example weights [K, B] give the same.
   per_example = jnp.broadcast_to(weights[:, None], (2, 8))
   np.testing.assert_allclose(losses.zipf_loss(zj, vj, sets, per_example), expected, rtol=1e-5)
+  # One label set [B] with per-example weights [B].
+  w = jnp.linspace(0.0, 1.0, 8)
+  np.testing.assert_allclose(losses.zipf_loss(zj, vj, ya, w),
+                             np.mean(np.asarray(w) * _np_zipf(z, votes, ya)), rtol=1e-5)
   # Unmixed: one label set of weight 1.
   sets1, weights1 = losses.zipf_label_sets(jnp.asarray(ya))
   np.testing.assert_allclose(losses.zipf_loss(zj, vj, sets1, weights1),
