@@ -1,6 +1,6 @@
 """Batch augmentations run on device inside the jitted train step: Cutout, Mixup, CutMix.
 
-Specs (reference/methods.md §5) follow the official code:
+Specs (docs/methods.md, *Cutout, Mixup and CutMix*) follow the official code:
 
 * Cutout (uoguelph-mlrg/Cutout): one square hole per example, integer centre
   y ~ randint(H), x ~ randint(W), rows [y - size//2, y + size//2) clipped to the

@@ -1,4 +1,4 @@
-"""The data-parallel mesh and host-local <-> global array conversion (DESIGN section 7).
+"""The data-parallel mesh and host-local <-> global array conversion (docs/architecture.md).
 
 One 1-D mesh `('data',)` over every device of every process: the state is replicated,
 batches are sharded along their first axis, so BatchNorm sees the global batch.

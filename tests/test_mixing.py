@@ -1,4 +1,4 @@
-"""Cutout, Mixup, CutMix and mixed targets (reference/methods.md §5)."""
+"""Cutout, Mixup, CutMix and mixed targets (docs/methods.md)."""
 import functools
 
 import jax

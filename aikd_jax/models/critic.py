@@ -1,7 +1,7 @@
 """The AI-KD critic (WGAN-GP discriminator) on logits.
 
 Paper section 4.1/5.2: FC(64) -> BatchNorm1d -> LeakyReLU -> FC(32) -> LeakyReLU -> FC(1).
-The final scalar head is our reading (DESIGN section 2). `norm` can replace the
+The final scalar head is our reading (docs/methods.md, AI-KD). `norm` can replace the
 BatchNorm by LayerNorm or nothing, which makes the gradient penalty exactly
 per-example, as WGAN-GP intends.
 """
