@@ -68,7 +68,7 @@ def get_config():
   c.aikd.critic_norm = 'batch'  # batch | layer | none
   c.aikd.critic_input = 'logits'  # logits | probs
 
-  # Batch augmentations on device (reference/methods.md section 5); 0 switches one off.
+  # Batch augmentations on device (docs/methods.md, "Mixup and CutMix"); 0 switches one off.
   # Paper-style settings: cutout 8 (CIFAR) / 112 (224 px); mixup 1.0 (32 px) / 0.2
   # (224 px); cutmix 1.0 with cutmix_prob 0.5 (CIFAR) / 1.0 (224 px).
   c.augment = ml_collections.ConfigDict()
