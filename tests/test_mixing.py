@@ -3,17 +3,17 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from aikd_jax import config as config_lib
 from aikd_jax import mixing
 
 
 def _augment_config(cutout=0, mixup=0.0, cutmix=0.0, cutmix_prob=1.0):
-  return ml_collections.ConfigDict({'augment': {
-      'cutout': cutout, 'mixup': mixup, 'cutmix': cutmix, 'cutmix_prob': cutmix_prob}})
+  return config_lib.AugmentConfig(cutout=cutout, mixup=mixup, cutmix=cutmix,
+                                  cutmix_prob=cutmix_prob)
 
 
 def _constant_images(batch, height=16, width=16, channels=3):
@@ -220,14 +220,23 @@ def test_apply_all_off_is_identity_and_traces_no_random_ops():
   assert 'random' not in jaxpr and 'threefry' not in jaxpr
 
 
-def test_apply_rejects_mixup_and_cutmix_together():
-  with pytest.raises(ValueError):
-    mixing.apply(jax.random.key(0), _batch(), _augment_config(mixup=1.0, cutmix=1.0), 5)
+@pytest.mark.parametrize('augment', [dict(mixup=1.0), dict(cutmix=1.0), dict(cutout=4)])
+def test_apply_transforms_a_pair_half_like_its_anchors(augment):
+  """CS-KD: the pair images get the same holes, permutation, lambda and box."""
+  batch = _batch()
+  batch['pair_image'] = batch['image'] * 2.0 + 1.0  # an affine copy of the anchors
+  out, _ = mixing.apply(jax.random.key(4), batch, _augment_config(**augment), 5)
+  if 'mix_perm' in out:
+    assert 0 < out['mix_lam'] < 1
+  # Mixing and cutout commute with x -> 2x + 1 except where a hole sets pixels to 0.
+  holes = out['image'] == 0
+  expected = jnp.where(holes, 0.0, out['image'] * 2.0 + 1.0)
+  np.testing.assert_allclose(out['pair_image'], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_apply_cutout_keeps_labels_one_hot():
   batch = _batch()
-  step = jax.jit(functools.partial(mixing.apply, config=_augment_config(cutout=4),
+  step = jax.jit(functools.partial(mixing.apply, augment=_augment_config(cutout=4),
                                    num_classes=5))
   out, targets = step(jax.random.key(1), batch)
   assert 'mix_perm' not in out and 'mix_lam' not in out
@@ -242,7 +251,7 @@ def test_apply_cutout_keeps_labels_one_hot():
 def test_apply_mixing_under_jit_is_consistent(kind):
   batch = _batch()
   config = _augment_config(**{kind: 1.0})
-  step = jax.jit(functools.partial(mixing.apply, config=config, num_classes=5))
+  step = jax.jit(functools.partial(mixing.apply, augment=config, num_classes=5))
   key = jax.random.fold_in(jax.random.key(2), 17)
   out, targets = step(key, batch)
   perm, lam = out['mix_perm'], out['mix_lam']

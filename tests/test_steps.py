@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from aikd_jax import config as config_lib
 from aikd_jax import losses, methods, models
+from aikd_jax.methods import aikd as aikd_lib
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
 from configs import demo
@@ -14,22 +16,29 @@ NUM_CLASSES, SPE = 10, 4
 IMAGE_SHAPE = (8, 8, 1)
 
 
-def _setup(method_name, **aikd):
-  config = demo.get_config('smoke')
+def _setup(method_name, augment=None, **aikd):
+  raw = demo.get_config('smoke')
+  raw.method = method_name
   for k, v in aikd.items():
-    config.aikd[k] = v
-  method = methods.get(method_name, config)
+    raw.aikd[k] = v
+  for k, v in (augment or {}).items():
+    raw.augment[k] = v
+  config = config_lib.parse(raw)
   model = models.create('preact_resnet18', NUM_CLASSES, width=2)
-  state = state_lib.create_state(jax.random.key(0), model=model, critic=models.Critic(),
-                                 method=method, config=config, image_shape=IMAGE_SHAPE,
-                                 num_classes=NUM_CLASSES, steps_per_epoch=SPE)
+  method = aikd_lib.AIKD(method_name, config.methods['aikd']) \
+      if method_name != 'baseline' else methods.create(config)
+  state = state_lib.create_state(jax.random.key(0), model=model, method=method,
+                                 optim=config.optim, image_shape=IMAGE_SHAPE,
+                                 num_classes=NUM_CLASSES, num_train_examples=64,
+                                 steps_per_epoch=SPE)
   superior = dict(model.init(jax.random.key(7), jnp.zeros((1, *IMAGE_SHAPE)), train=False))
-  step = steps.make_train_step(model=model, method=method, config=config,
-                               num_classes=NUM_CLASSES, steps_per_epoch=SPE,
-                               lr_schedule=state_lib.learning_rate_schedule(config, SPE))
+  step = steps.make_train_step(model=model, method=method, augment=config.augment,
+                               seed=config.seed, num_classes=NUM_CLASSES, steps_per_epoch=SPE,
+                               lr_schedule=state_lib.learning_rate_schedule(config.optim, SPE))
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.normal(size=(16, *IMAGE_SHAPE)), jnp.float32),
-           'label': jnp.asarray(rng.integers(0, NUM_CLASSES, 16), jnp.int32)}
+           'label': jnp.asarray(rng.integers(0, NUM_CLASSES, 16), jnp.int32),
+           'id': jnp.arange(16, dtype=jnp.int32)}
   return config, method, model, state, superior, step, batch
 
 
@@ -51,8 +60,9 @@ def test_inactive_terms_cost_nothing():
   for name in ('baseline', 'only_guide', 'only_progressive', 'no_adv', 'aikd'):
     _, method, _, state, superior, step, batch = _setup(name)
     convs[name] = _count_convs(jax.make_jaxpr(step)(state, batch, superior).jaxpr)
-    assert (state.critic is None) == (name != 'aikd')
-    assert (state.previous is None) == (name in ('baseline', 'only_guide'))
+    method_state = state.method or {}
+    assert ('critic' in method_state) == (name == 'aikd')
+    assert ('previous' in method_state) == (name in ('only_progressive', 'no_adv', 'aikd'))
   forward = convs['only_guide'] - convs['baseline']  # one extra eval-mode forward pass
   assert forward > 0
   assert convs['only_progressive'] == convs['baseline'] + forward
@@ -64,15 +74,15 @@ def test_aikd_loss_is_the_weighted_sum_of_independent_terms():
   config, method, model, state, superior, step, batch = _setup('aikd', tau_p=2.0, tau_g=3.0)
   state = state.replace(student=state.student.replace(step=jnp.asarray(SPE)))  # epoch 1
   # Make the previous snapshot differ from the student, so the progressive term is not 0.
-  state = state.replace(previous=dict(model.init(jax.random.key(3),
-                                                 jnp.zeros((1, *IMAGE_SHAPE)), train=False)))
+  previous = dict(model.init(jax.random.key(3), jnp.zeros((1, *IMAGE_SHAPE)), train=False))
+  state = state.replace(method=dict(state.method, previous=previous))
   student_vars = {'params': state.student.params, 'batch_stats': state.student.batch_stats}
   z = model.apply(student_vars, batch['image'], train=True, mutable=['batch_stats'])[0]
   z_sup = model.apply(superior, batch['image'], train=False)
-  z_prev = model.apply(state.previous, batch['image'], train=False)
-  d = state.critic.apply_fn({'params': state.critic.params,
-                             'batch_stats': state.critic.batch_stats}, z, train=True,
-                            mutable=['batch_stats'])[0]
+  z_prev = model.apply(previous, batch['image'], train=False)
+  critic = state.method['critic']
+  d = critic.apply_fn({'params': critic.params, 'batch_stats': critic.batch_stats}, z,
+                      train=True, mutable=['batch_stats'])[0]
   expected = {'ce': losses.cross_entropy(z, batch['label']),
               'progressive': losses.kd_kl(z, z_prev, 2.0),
               'guide': losses.kd_kl(z, z_sup, 3.0),
@@ -101,17 +111,18 @@ def test_critic_update_matches_wgan_gp_loss_and_moves_only_the_critic():
   assert np.isfinite(metrics['critic_loss'])
   np.testing.assert_allclose(
       metrics['critic_loss'],
-      -metrics['wasserstein'] + config.aikd.gp_weight * metrics['gradient_penalty'], rtol=1e-5)
+      -metrics['wasserstein'] + config.methods['aikd'].gp_weight * metrics['gradient_penalty'],
+      rtol=1e-5)
+  before, after = state.method['critic'].params, new_state.method['critic'].params
   moved = flax.traverse_util.flatten_dict(jax.tree.map(
-      lambda a, b: not np.allclose(a, b), state.critic.params, new_state.critic.params))
+      lambda a, b: not np.allclose(a, b), before, after))
   # The output bias cancels in mean D(fake) - mean D(real) and the penalty ignores it.
   output_bias = [k for k in moved if k[0] == 'fc3' and k[-1] == 'bias']
   assert len(output_bias) == 1 and not moved.pop(output_bias[0])
   assert all(moved.values())
   # One Adam step with lr 1e-4 moves each critic weight by at most ~lr.
-  delta = jax.tree.map(lambda a, b: np.max(np.abs(a - b)), state.critic.params,
-                       new_state.critic.params)
-  assert max(jax.tree.leaves(delta)) <= 1.01 * config.aikd.critic_lr
+  delta = jax.tree.map(lambda a, b: np.max(np.abs(a - b)), before, after)
+  assert max(jax.tree.leaves(delta)) <= 1.01 * config.methods['aikd'].critic_lr
 
 
 @pytest.mark.parametrize('norm', ['batch', 'layer', 'none'])
@@ -131,9 +142,9 @@ def test_critic_parameter_count():
   assert count == (100 * 64 + 64) + 2 * 64 + (64 * 32 + 32) + (32 + 1)
 
 
-def test_snapshot_is_a_copy_that_survives_donation():
-  _, _, _, state, superior, step, batch = _setup('only_progressive')
-  snap = state_lib.snapshot(state.student)
+def test_epoch_end_snapshot_is_a_copy_that_survives_donation():
+  _, method, _, state, superior, step, batch = _setup('only_progressive')
+  snap = method.end_epoch(state.method, state_lib.variables_of(state.student))['previous']
   before = jax.tree.map(np.asarray, snap)
   jax.jit(step, donate_argnums=(0,))(state, batch, superior)
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, snap))
@@ -142,13 +153,10 @@ def test_snapshot_is_a_copy_that_survives_donation():
 def test_mixed_labels_reach_the_losses_through_one_target():
   """With CutMix on, CE is lam CE(y_a) + (1 - lam) CE(y_b) on the mixed images."""
   from aikd_jax import mixing  # pylint: disable=g-import-not-at-top
-  config, method, model, state, superior, step, batch = _setup('aikd')
-  config.augment.cutmix = 1.0
-  step = steps.make_train_step(model=model, method=method, config=config,
-                               num_classes=NUM_CLASSES, steps_per_epoch=SPE,
-                               lr_schedule=state_lib.learning_rate_schedule(config, SPE))
+  config, _, model, state, superior, step, batch = _setup('aikd', augment={'cutmix': 1.0})
   step_key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  mixed, _ = mixing.apply(steps.augment_key(step_key), dict(batch), config, NUM_CLASSES)
+  mixed, _ = mixing.apply(steps.augment_key(step_key), dict(batch), config.augment,
+                          NUM_CLASSES)
   lam, perm = mixed['mix_lam'], mixed['mix_perm']
   assert 0 < lam < 1
   z = model.apply({'params': state.student.params, 'batch_stats': state.student.batch_stats},

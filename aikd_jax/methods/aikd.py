@@ -70,9 +70,9 @@ def _table_target(table, batch, tau):
 class AIKD(base.Method):
   """AI-KD and its ablations; `weights` holds the four loss weights of the variant."""
 
-  def __init__(self, name: str, c: AIKDConfig, model):
+  def __init__(self, name: str, c: AIKDConfig):
     super().__init__(name)
-    self.c, self.model = c, model
+    self.c = c
     w = {k: getattr(c, k) for k in ('alpha_ce', 'alpha_p', 'alpha_g', 'omega')}
     w.update(_ABLATIONS[name])
     self.alpha_ce, self.alpha_p, self.alpha_g, self.omega = (
@@ -110,7 +110,7 @@ class AIKD(base.Method):
     if 'table' in state:
       probs = _table_target(state['table'], inputs.batch, self.c.tau_p)
     else:
-      z = self.model.apply(state['previous'], inputs.batch['image'], train=False)
+      z = inputs.model.apply(state['previous'], inputs.batch['image'], train=False)
       probs = jax.nn.softmax(jax.lax.stop_gradient(z) / self.c.tau_p, axis=-1)
     return jnp.where(inputs.epoch > 0, probs, inputs.targets)
 
@@ -180,7 +180,7 @@ class AIKD(base.Method):
 
 
 def _build(name: str, config) -> AIKD:
-  return AIKD(name, config.methods['aikd'], base.student_model(config))
+  return AIKD(name, config.methods['aikd'])
 
 
 for _name in _ABLATIONS:

@@ -36,6 +36,7 @@ class StepInputs:
   step: jax.Array  # the student's step before this update
   epoch: jax.Array  # step // steps_per_epoch (0-indexed)
   superior_logits: jax.Array | None  # eval-mode logits of the frozen superior, if needed
+  model: Any = None  # the student's flax module (for eval-mode forwards of a snapshot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +82,3 @@ class Method:
     del variables
     return state
 
-
-def student_model(config):
-  """The student's flax module for the typed `RunConfig` (for frozen forwards of it)."""
-  from aikd_jax import models  # pylint: disable=g-import-not-at-top
-  from aikd_jax.data import datasets  # pylint: disable=g-import-not-at-top
-  return models.create(config.model.arch, datasets.get(config.data.name).num_classes,
-                       width=config.model.width, dtype=config.dtype)

@@ -51,7 +51,8 @@ def make_train_step(*, model, method, augment, seed: int, num_classes: int,
         batch=batch, targets=targets, key=step_key, step=student.step,
         epoch=student.step // steps_per_epoch,
         superior_logits=(frozen_logits(model, superior, batch['image'])
-                         if method.needs_superior else None))
+                         if method.needs_superior else None),
+        model=model)
 
     def loss_fn(params):
       loss, terms, logits, new_stats = method.loss(forward, params, student.batch_stats,
