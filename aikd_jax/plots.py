@@ -1,4 +1,8 @@
-"""Reliability diagrams, drawn with matplotlib's Agg canvas.
+"""Figures, drawn with matplotlib's Agg canvas: the reliability diagram of one run, the
+combined reliability curves of several methods and the t-SNE of student and superior.
+
+The figure functions of the report return the Figure and what they plotted (points,
+classes), so tests can check the content, not only that a file was written.
 
 We build a `Figure` and attach a `FigureCanvasAgg` instead of using pyplot, so
 that no global backend is set or changed for other users of matplotlib in the

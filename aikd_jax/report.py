@@ -142,11 +142,13 @@ def _variant_labels(configs: list[str]) -> dict[str, str]:
   keys = sorted({k for d in dicts for k in d})
   differing = [k for k in keys if len({json.dumps(d.get(k)) for d in dicts}) > 1]
   labels = {}
-  for c, p in parsed.items():
+  for i, (c, p) in enumerate(parsed.items(), start=1):
     if not isinstance(p, dict):
       labels[c] = ' (config not recorded)'
-    else:
+    elif differing:
       labels[c] = ' (' + ', '.join(f'{k}={p.get(k)}' for k in differing) + ')'
+    else:  # the configs differ only in keys one of them lacks and the other sets to None
+      labels[c] = f' (config {i})'
   return labels
 
 
@@ -173,14 +175,13 @@ def _rows_of_method(method: str, runs: list[Run], pending: int, paper: dict | No
 
 
 def _pending_counts(pending: list[Pending], finished: set) -> dict:
-  """(dataset, arch, method) -> number of pending runs whose seed has not finished."""
-  counts = {}
+  """(dataset, arch, method) -> number of pending seeds that have not finished."""
+  seeds = {}
   for p in pending:
-    method = 'baseline' if p.phase == 'superior' else p.method
-    key = (p.dataset, p.arch, method)
+    key = (p.dataset, p.arch, 'baseline' if p.phase == 'superior' else p.method)
     if (key, p.seed) not in finished:
-      counts[key] = counts.get(key, 0) + 1
-  return counts
+      seeds.setdefault(key, set()).add(p.seed)
+  return {key: len(s) for key, s in seeds.items()}
 
 
 def _table_order(key: tuple[str, str]) -> tuple:
