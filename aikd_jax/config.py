@@ -175,6 +175,16 @@ def parse_group(cls, raw: Mapping, prefix: str = ''):
   return cls(**values)
 
 
+def _check_names(c: RunConfig) -> None:
+  """The dataset and architecture must be registered."""
+  from aikd_jax import models  # pylint: disable=g-import-not-at-top
+  from aikd_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  datasets.get(c.data.name)
+  if c.model.arch not in models.names():
+    raise ConfigError(f'unknown model.arch {c.model.arch!r}; known: '
+                      f'{", ".join(models.names())}: fix --config.model.arch')
+
+
 def _check_combinations(c: RunConfig) -> None:
   """Checks between keys; each raises the one line that names both."""
   if c.augment.mixup > 0 and c.augment.cutmix > 0:
@@ -201,5 +211,6 @@ def parse(raw) -> RunConfig:
     if validate is not None:
       validate()
   config = dataclasses.replace(config, methods=parsed)
+  _check_names(config)
   _check_combinations(config)
   return config

@@ -60,6 +60,18 @@ def parse_flags(argv):
     fail(f'bad --config: {one_line(e)}'.replace("'", ''), ConfigError.exit_code)
 
 
+def config_value(holder):
+  """The loaded `--config`; config_flags reports a file that failed to load only now."""
+  try:
+    value = holder.value
+    if value is not None:
+      value.get('seed')  # touches the lazily failing object
+    return value
+  except (OSError, SyntaxError, ImportError, AttributeError, ValueError, TypeError) as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    fail(f'--config failed to load: {lines[-1] if lines else repr(e)}', ConfigError.exit_code)
+
+
 def quiet_libraries(verbose: bool) -> None:
   """Keeps library INFO lines (and TF's C++ logs) off stderr unless `verbose`."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')

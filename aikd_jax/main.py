@@ -55,7 +55,8 @@ def _install_stop_handlers(stop: list) -> None:
 def main(argv):
   del argv
   console.quiet_libraries(verbose=_VERBOSE.value)
-  if _CONFIG.value is None or not _WORKDIR.value:
+  raw_config = console.config_value(_CONFIG)
+  if raw_config is None or not _WORKDIR.value:
     console.fail('both --config and --workdir are required', ConfigError.exit_code)
   workdir = os.path.abspath(_WORKDIR.value)
   import jax  # pylint: disable=g-import-not-at-top
@@ -63,7 +64,7 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  if _CONFIG.value.fast_compile:
+  if raw_config.fast_compile:
     jax.config.update('jax_disable_most_optimizations', True)
   with console.native_stderr_hidden(_VERBOSE.value):
     from aikd_jax import run  # pylint: disable=g-import-not-at-top
@@ -73,7 +74,7 @@ def main(argv):
   if jax.process_count() == 1:  # with several processes, JAX's preemption service does it
     _install_stop_handlers(stop)
   try:
-    results = run.run(_CONFIG.value, workdir, stop_requested=lambda: bool(stop))
+    results = run.run(raw_config, workdir, stop_requested=lambda: bool(stop))
   except UserError as e:
     console.fail(str(e), e.exit_code)
   except Preempted as e:
@@ -83,7 +84,7 @@ def main(argv):
   except Exception:  # pylint: disable=broad-except
     console.fail_internal(workdir)
   if jax.process_index() == 0:
-    print(run.summary(results, _CONFIG.value, workdir), flush=True)
+    print(run.summary(results, raw_config, workdir), flush=True)
 
 
 if __name__ == '__main__':

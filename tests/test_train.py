@@ -17,65 +17,7 @@ from aikd_jax.train import loop
 from configs import demo
 from tests import fakes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULT_KEYS = {'top1_err', 'top5_err', 'f1_macro', 'ece', 'nll', 'ece_ts', 'temperature',
-               'epochs', 'steps', 'seed', 'method', 'arch', 'dataset', 'train_time_s',
-               'images_per_s'}
-
-
-@pytest.fixture(scope='module')
-def data_dirs(tmp_path_factory):
-  root = tmp_path_factory.mktemp('fashion')
-  (root / 'idx').mkdir()
-  fakes.write_fashion_files(str(root / 'idx'), n_train=96, n_test=40)
-  return {'manual_dir': str(root / 'idx'), 'tfds_dir': str(root / 'tfds')}
-
-
-def smoke_config(data_dirs, **overrides):
-  c = demo.get_config('smoke')
-  c.data.train_subset = None
-  c.data.eval_subset = None
-  c.data.manual_dir = data_dirs['manual_dir']
-  c.data.tfds_dir = data_dirs['tfds_dir']
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
-
-
-def cli_command(workdir, data_dirs, *flags, devices=1):
-  """(argv, env) of `python -m aikd_jax.main` on the smoke config with `devices` CPUs."""
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  args = [sys.executable, '-m', 'aikd_jax.main', '--config=configs/demo.py:smoke',
-          f'--workdir={workdir}', '--config.data.train_subset=96',
-          f'--config.data.manual_dir={data_dirs["manual_dir"]}',
-          f'--config.data.tfds_dir={data_dirs["tfds_dir"]}', *flags]
-  return args, env
-
-
-def cli(workdir, data_dirs, *flags, devices=1):
-  """Runs `python -m aikd_jax.main` on the smoke config; returns the CompletedProcess."""
-  args, env = cli_command(workdir, data_dirs, *flags, devices=devices)
-  return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def read_json(path):
-  with open(path) as f:
-    return json.load(f)
-
-
-def params_of(phase_dir):
-  return checkpointing.load_model(os.path.join(phase_dir, 'model'))[1]
-
-
-@pytest.fixture(scope='module')
-def finished(tmp_path_factory, data_dirs):
-  workdir = str(tmp_path_factory.mktemp('run'))
-  results = run.run(smoke_config(data_dirs), workdir)
-  return workdir, results
+from tests.runs import RESULT_KEYS, ROOT, cli, cli_command, params_of, read_json, smoke_config
 
 
 def test_both_phases_write_their_outputs(finished):
@@ -165,7 +107,7 @@ def test_workdir_of_another_config_is_refused(finished, data_dirs):
 def test_superior_of_another_architecture_is_refused(finished, data_dirs, tmp_path):
   config = smoke_config(data_dirs, superior_workdir=finished[0])
   config.model.width = 8
-  with pytest.raises(UserError, match='does not fit the student: width 4'):
+  with pytest.raises(UserError, match='does not fit this run: width 4'):
     run.run(config, str(tmp_path))
   config.model.width = 4
   config.data.name = 'cifar100'

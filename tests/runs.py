@@ -1,0 +1,53 @@
+"""Helpers of the end-to-end tests: the smoke config on fake Fashion-MNIST, the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+from aikd_jax import checkpointing
+from configs import demo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_KEYS = {'top1_err', 'top5_err', 'f1_macro', 'ece', 'nll', 'ece_ts', 'temperature',
+               'epochs', 'steps', 'seed', 'method', 'arch', 'dataset', 'train_time_s',
+               'images_per_s'}
+
+
+def smoke_config(data_dirs, **overrides):
+  c = demo.get_config('smoke')
+  c.data.train_subset = None
+  c.data.eval_subset = None
+  c.data.manual_dir = data_dirs['manual_dir']
+  c.data.tfds_dir = data_dirs['tfds_dir']
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def cli_command(workdir, data_dirs, *flags, devices=1):
+  """(argv, env) of `python -m aikd_jax.main` on the smoke config with `devices` CPUs."""
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  args = [sys.executable, '-m', 'aikd_jax.main', '--config=configs/demo.py:smoke',
+          f'--workdir={workdir}', '--config.data.train_subset=96',
+          f'--config.data.manual_dir={data_dirs["manual_dir"]}',
+          f'--config.data.tfds_dir={data_dirs["tfds_dir"]}', *flags]
+  return args, env
+
+
+def cli(workdir, data_dirs, *flags, devices=1):
+  """Runs `python -m aikd_jax.main` on the smoke config; returns the CompletedProcess."""
+  args, env = cli_command(workdir, data_dirs, *flags, devices=devices)
+  return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def params_of(phase_dir):
+  return checkpointing.load_model(os.path.join(phase_dir, 'model'))[1]
