@@ -133,34 +133,40 @@ def device_line() -> str:
           f'({jax.default_backend()})')
 
 
-_ARCH = flags.DEFINE_string('arch', 'preact_resnet18', 'Architecture.')
-_BATCH = flags.DEFINE_integer('batch', 128, 'Global batch size.')
-_SIZE = flags.DEFINE_integer('image_size', 32, 'Image height and width.')
-_CLASSES = flags.DEFINE_integer('num_classes', 100, 'Number of classes.')
-_WIDTH = flags.DEFINE_integer('width', 64, 'Base width (ResNets) or growth rate (DenseNets).')
-_DTYPE = flags.DEFINE_string('dtype', 'float32', 'float32 or bfloat16.')
-_METHODS = flags.DEFINE_list('methods', ['baseline', 'aikd'], 'Methods to time.')
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-_REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed steps; the median is reported.')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command line of this script (only when run as one: others import StepBench)."""
+  flags.DEFINE_string('arch', 'preact_resnet18', 'Architecture.')
+  flags.DEFINE_integer('batch', 128, 'Global batch size.')
+  flags.DEFINE_integer('image_size', 32, 'Image height and width.')
+  flags.DEFINE_integer('num_classes', 100, 'Number of classes.')
+  flags.DEFINE_integer('width', 64, 'Base width (ResNets) or growth rate (DenseNets).')
+  flags.DEFINE_string('dtype', 'float32', 'float32 or bfloat16.')
+  flags.DEFINE_list('methods', ['baseline', 'aikd'], 'Methods to time.')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_integer('repeats', 7, 'Timed steps; the median is reported.')
 
 
 def main(argv):
   del argv
   mesh = sharding.make_mesh()
-  print(f'{_ARCH.value}, {_SIZE.value} px, batch {_BATCH.value}, {_CLASSES.value} classes, '
-        f'width {_WIDTH.value}, {_DTYPE.value}, {device_line()}')
+  f = FLAGS
+  print(f'{f.arch}, {f.image_size} px, batch {f.batch}, {f.num_classes} classes, '
+        f'width {f.width}, {f.dtype}, {device_line()}')
   print(f'{"method":18s}{"ms/step":>10s}{"images/s":>10s}{"GFLOP":>10s}{"ratio":>8s}')
   first = None
-  for name in _METHODS.value:
-    spec = StepSpec(_ARCH.value, name, _BATCH.value, _SIZE.value, _CLASSES.value,
-                    _WIDTH.value, _DTYPE.value)
-    m = measure(spec, mesh, _WARMUP.value, _REPEATS.value)
+  for name in f.methods:
+    spec = StepSpec(f.arch, name, f.batch, f.image_size, f.num_classes, f.width, f.dtype)
+    m = measure(spec, mesh, f.warmup, f.repeats)
     t = m['step_s']
     first = first or t
     gflop = (m['flops_per_step'] or float('nan')) / 1e9
-    print(f'{name:18s}{1e3 * t:10.1f}{_BATCH.value / t:10.1f}{gflop:10.1f}{t / first:8.2f}',
+    print(f'{name:18s}{1e3 * t:10.1f}{f.batch / t:10.1f}{gflop:10.1f}{t / first:8.2f}',
           flush=True)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
