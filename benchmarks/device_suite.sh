@@ -4,7 +4,7 @@
 # bfloat16, the host input pipeline, MFU, and the projected wall clock of the paper's runs.
 # On a machine without an accelerator it runs a reduced suite (a tiny model, float32).
 #
-#   OUT=bench_out benchmarks/device_suite.sh [--mode=full|reduced] [--budget_s=240]
+#   OUT=bench_out benchmarks/device_suite.sh [--mode=full|reduced] [--budget_s=200]
 #
 # Writes $OUT/results.json and $OUT/results.md (default ./bench_out). PYTHON overrides the
 # interpreter (default: .venv/bin/python if present, else python3).
