@@ -1,6 +1,7 @@
 # Quick start: `make demo` (both phases on Fashion-MNIST) and `make test`.
-# Each target sets up what it needs: a venv in .venv with requirements.txt, and for the
-# demo Debian's dataset-fashion-mnist package (through apt-get, where available).
+# Each target sets up what it needs: a venv in .venv with requirements.txt, for the
+# demo Debian's dataset-fashion-mnist package, and for the tests Debian's shellcheck
+# (which checks launch/*; both through apt-get, where available).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORKDIR ?= workdirs/demo
 
-.PHONY: demo smoke test test-fast bench setup fashion-mnist clean-venv
+.PHONY: demo smoke test test-fast bench device-suite setup shellcheck fashion-mnist clean-venv
 
 demo: setup fashion-mnist
 	$(PY) -m aikd_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
@@ -16,14 +17,17 @@ demo: setup fashion-mnist
 smoke: setup fashion-mnist
 	$(PY) -m aikd_jax.main --config=configs/demo.py:smoke --workdir=workdirs/smoke
 
-test: setup
+test: setup shellcheck
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup shellcheck
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/step_time.py
+
+device-suite: setup
+	PYTHON=$(PY) benchmarks/device_suite.sh
 
 setup: $(VENV)/.installed
 
@@ -40,6 +44,16 @@ fashion-mnist:
 	      ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist); \
 	  else \
 	    echo "Fashion-MNIST not found: install Debian's dataset-fashion-mnist, or put the four IDX files in a folder and pass --config.data.manual_dir"; exit 1; \
+	  fi; \
+	fi
+
+shellcheck:
+	@if ! command -v shellcheck >/dev/null; then \
+	  if command -v apt-get >/dev/null; then \
+	    $(SUDO) apt-get install -y shellcheck || \
+	      ($(SUDO) apt-get update && $(SUDO) apt-get install -y shellcheck); \
+	  else \
+	    echo "shellcheck not installed and no apt-get: the launcher lint test will be skipped"; \
 	  fi; \
 	fi
 

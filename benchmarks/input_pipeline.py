@@ -17,6 +17,7 @@ and how many host cores would feed a train step consuming
 (Resize(256) + CenterCrop(224)) with all cores.
 """
 import io
+import json
 import math
 import os
 import shutil
@@ -41,6 +42,7 @@ _BATCHES = flags.DEFINE_integer('batches', 8, 'Fewest timed batches per measurem
 _MIN_SECONDS = flags.DEFINE_float('min_seconds', 3.0, 'Shortest timed span per measurement.')
 _PAIRED = flags.DEFINE_bool('paired', False, 'Also time CS-KD paired batches (2x images).')
 _THREADS = flags.DEFINE_list('threads', [], 'tf.data pool sizes to time; default 1 and all cores.')
+_JSON_OUT = flags.DEFINE_string('json_out', None, 'Also write the table rows to this JSON file.')
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _NUM_CLASSES = 10
@@ -179,6 +181,10 @@ def main(argv):
         f'{"ms/batch":>9}')
   for name, px, mode, t, rate, ms in rows:
     print(f'{name:8} {px:4d} {mode:13} {t:7d} {rate:9.0f} {ms:9.1f}')
+  if _JSON_OUT.value:
+    with open(_JSON_OUT.value, 'w') as f:
+      json.dump([dict(zip(('dataset', 'px', 'mode', 'threads', 'images_per_s', 'ms_per_batch'),
+                          row)) for row in rows], f, indent=2)
 
 
 if __name__ == '__main__':

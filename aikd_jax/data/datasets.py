@@ -36,6 +36,8 @@ class DatasetSpec:
       those files (`config.data.manual_dir` overrides it). The pipeline then
       prepares the dataset itself on first use. None: the dataset must be
       prepared beforehand (`python -m aikd_jax.data.builders NAME`).
+    train_examples: the size of the full train split (for projections such as
+      `benchmarks/device_suite.py`; the pipeline counts what it reads).
   """
   name: str
   tfds_name: str
@@ -51,6 +53,7 @@ class DatasetSpec:
   resize_size: int | None = None
   in_memory: bool = True
   manual_dir: str | None = None
+  train_examples: int | None = None
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -86,13 +89,13 @@ register(DatasetSpec(
     name='cifar100', tfds_name='cifar100', train_split='train', test_split='test',
     num_classes=100, image_size=32, channels=3,
     mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010),  # PS-KD's values
-    train_augment='crop_flip'))
+    train_augment='crop_flip', train_examples=50_000))
 
 register(DatasetSpec(
     name='fashion_mnist', tfds_name='fashion_mnist_local', train_split='train',
     test_split='test', num_classes=10, image_size=28, channels=1,
     mean=(0.2860,), std=(0.3530,), train_augment='crop_flip',
-    manual_dir='/usr/share/datasets/fashion-mnist'))
+    manual_dir='/usr/share/datasets/fashion-mnist', train_examples=60_000))
 
 # ImageNet statistics (torchvision), used by CS-KD and Zipf's LS for every dataset but CIFAR.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -112,11 +115,12 @@ register(DatasetSpec(
     name='tiny_imagenet', tfds_name='tiny_imagenet', train_split='train',
     test_split='validation', num_classes=200, image_size=32, channels=3,
     mean=IMAGENET_MEAN, std=IMAGENET_STD, train_augment='random_resized_crop_flip',
-    eval_preprocess='resize', in_memory=False, manual_dir=TFDS_MANUAL_DIR))
+    eval_preprocess='resize', in_memory=False, manual_dir=TFDS_MANUAL_DIR,
+    train_examples=100_000))
 
 
 def _fine_grained(name: str, tfds_name: str, train_split: str, num_classes: int,
-                  manual_dir: str | None = None) -> DatasetSpec:
+                  train_examples: int, manual_dir: str | None = None) -> DatasetSpec:
   """Registers a 224-px dataset with CS-KD's recipe.
 
   Train: RandomResizedCrop(224) + flip; eval: Resize(256) + CenterCrop(224); ImageNet
@@ -127,14 +131,15 @@ def _fine_grained(name: str, tfds_name: str, train_split: str, num_classes: int,
       num_classes=num_classes, image_size=224, channels=3, mean=IMAGENET_MEAN,
       std=IMAGENET_STD, train_augment='random_resized_crop_flip',
       eval_preprocess='resize_center_crop', resize_size=256, in_memory=False,
-      manual_dir=manual_dir))
+      manual_dir=manual_dir, train_examples=train_examples))
 
 
 # TFDS's builders (5,994 / 5,794 and 12,000 / 8,580 images): they download, see
 # `python -m aikd_jax.data.builders`.
-_fine_grained('cub200', 'caltech_birds2011', 'train', 200)
-_fine_grained('stanford_dogs', 'stanford_dogs', 'train', 120)
+_fine_grained('cub200', 'caltech_birds2011', 'train', 200, 5_994)
+_fine_grained('stanford_dogs', 'stanford_dogs', 'train', 120, 12_000)
 # Ours, from the archives in the manual dir: 5,360 / 1,340 (the standard lists) and
 # 6,667 trainval / 3,334 test (variants; the 20-px banner is cropped when preparing).
-_fine_grained('mit67', 'mit67', 'train', 67, manual_dir=TFDS_MANUAL_DIR)
-_fine_grained('fgvc_aircraft', 'fgvc_aircraft', 'trainval', 100, manual_dir=TFDS_MANUAL_DIR)
+_fine_grained('mit67', 'mit67', 'train', 67, 5_360, manual_dir=TFDS_MANUAL_DIR)
+_fine_grained('fgvc_aircraft', 'fgvc_aircraft', 'trainval', 100, 6_667,
+              manual_dir=TFDS_MANUAL_DIR)
