@@ -99,13 +99,11 @@ def test_default_holds_the_cifar100_preact_r18_cell():
     assert base[group] == cell[group], group
 
 
-def test_grid_cell_runs_a_peer_method_from_the_command_line():
+def test_grid_cell_runs_a_peer_method():
   """`--config=configs/cub_r18.py --config.method=cskd` is the paper's CS-KD cell."""
   from aikd_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', os.path.join(_ROOT, 'configs/cub_r18.py'),
-                                  flag_values=values, lock_config=True)
-  values(['prog', '--config.method=cskd'])
-  typed = config_lib.parse(values.config)
+  c = _load('configs/cub_r18.py')
+  c.method = 'cskd'  # what the --config.method override sets
+  typed = config_lib.parse(c)
   assert typed.method == 'cskd' and typed.data.name == 'cub200'
   assert (typed.method_config.temperature, typed.method_config.lam) == (4.0, 3.0)
