@@ -11,7 +11,8 @@ from ml_collections import config_dict
 def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.method = 'aikd'  # see docs/methods.md: aikd and its ablations, baseline, the peers
+  # docs/methods.md: aikd and its ablations, baseline, tfkd, pskd, cskd, zipf_ls, tffd
+  c.method = 'aikd'
   c.num_epochs = 300
   c.batch_size = 128  # global, over all devices and hosts
   c.eval_batch_size = 500
@@ -67,6 +68,28 @@ def get_config():
   c.aikd.critic_b2 = 0.999
   c.aikd.critic_norm = 'batch'  # batch | layer | none
   c.aikd.critic_input = 'logits'  # logits | probs
+
+  # The peer self-KD methods (docs/methods.md); their official values for CIFAR-100 and
+  # PreAct ResNet-18. configs/common.py sets those that differ per dataset or model.
+  c.tfkd = ml_collections.ConfigDict()  # TF-KD (self-training): the phase-1 model teaches
+  c.tfkd.alpha = 0.95  # KD weight; DenseNets 0.9
+  c.tfkd.temperature = 6.0  # DenseNets 20
+  c.tfkd.multiplier = 50.0  # the official code's factor on its element-wise-mean KL
+
+  c.pskd = ml_collections.ConfigDict()  # PS-KD
+  c.pskd.alpha_t = 0.8  # alpha_T: the previous prediction's weight in the last epoch
+
+  c.cskd = ml_collections.ConfigDict()  # CS-KD
+  c.cskd.temperature = 4.0
+  c.cskd.lam = 1.0  # 3 at 224 px
+
+  c.zipf_ls = ml_collections.ConfigDict()  # Zipf's label smoothing
+  c.zipf_ls.lam = 0.1  # 1.0 on Tiny-ImageNet and the fine-grained datasets
+  c.zipf_ls.upsample = True  # votes on the x2-upsampled pre-pool map: 32 px yes, 224 px no
+
+  c.tffd = ml_collections.ConfigDict()  # TF-FD
+  c.tffd.lambda_inter = 5e-4
+  c.tffd.lambda_intra = 8e-4
 
   # Batch augmentations on device (docs/methods.md, "Mixup and CutMix"); 0 switches one off.
   # Paper-style settings: cutout 8 (CIFAR) / 112 (224 px); mixup 1.0 (32 px) / 0.2

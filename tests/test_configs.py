@@ -72,3 +72,38 @@ def test_make_rejects_cells_outside_the_paper():
     common.make('cifar100', 'resnet18')
   with pytest.raises(ValueError, match='not one of the paper datasets'):
     common.make('fashion_mnist', 'preact_resnet18')
+
+
+@pytest.mark.parametrize('path', [p for p in CONFIG_FILES
+                                  if not p.endswith(('default.py', 'demo.py'))])
+def test_grid_config_sets_the_peer_methods_official_values(path):
+  """docs/methods.md, "Hyper-parameters at a glance", for the cell's dataset and model."""
+  c = _load(path)
+  size = common.image_size(c.data.name)
+  densenet = 'densenet' in c.model.arch
+  assert (c.tfkd.alpha, c.tfkd.temperature, c.tfkd.multiplier) == (
+      (0.9, 20.0, 50.0) if densenet else (0.95, 6.0, 50.0))
+  assert c.pskd.alpha_t == 0.8
+  assert (c.cskd.temperature, c.cskd.lam) == (4.0, 1.0 if size == 32 else 3.0)
+  assert c.zipf_ls.lam == (0.1 if c.data.name == 'cifar100' else 1.0)
+  assert c.zipf_ls.upsample == (size == 32)
+  assert (c.tffd.lambda_inter, c.tffd.lambda_intra) == (5e-4, 8e-4)
+
+
+def test_default_holds_the_cifar100_preact_r18_cell():
+  """configs/default.py is the CIFAR-100 / PreAct ResNet-18 cell, method values included."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  cell = common.make('cifar100', 'preact_resnet18').to_dict()
+  base = default.get_config().to_dict()
+  for group in ('tfkd', 'pskd', 'cskd', 'zipf_ls', 'tffd', 'aikd'):
+    assert base[group] == cell[group], group
+
+
+def test_grid_cell_runs_a_peer_method():
+  """`--config=configs/cub_r18.py --config.method=cskd` is the paper's CS-KD cell."""
+  from aikd_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  c = _load('configs/cub_r18.py')
+  c.method = 'cskd'  # what the --config.method override sets
+  typed = config_lib.parse(c)
+  assert typed.method == 'cskd' and typed.data.name == 'cub200'
+  assert (typed.method_config.temperature, typed.method_config.lam) == (4.0, 3.0)

@@ -1,0 +1,35 @@
+"""TF-FD: features distil into each other inside one network (docs/methods.md, "TF-FD").
+
+L = CE(targets, z) + ramp(epoch) (lambda_inter inter + lambda_intra intra), on the stage
+outputs of the same forward; ramp = min(1, (epoch + 1) / 20). No state.
+"""
+import dataclasses
+
+from aikd_jax import losses, methods
+from aikd_jax.config import NON_NEGATIVE, field
+from aikd_jax.methods import base
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TFFDConfig:
+  """`config.tffd`: the weights of the inter-layer and intra-layer terms."""
+  lambda_inter: float = field(NON_NEGATIVE)
+  lambda_intra: float = field(NON_NEGATIVE)
+
+
+class TFFD(base.Method):
+  """One forward that also returns the stage outputs."""
+  features = True
+
+  def __init__(self, name: str, c: TFFDConfig):
+    super().__init__(name)
+    self.c = c
+
+  def objective(self, out, state, inputs):
+    return losses.tffd_loss(out.logits, inputs.targets, out.features['stages'],
+                            self.c.lambda_inter, self.c.lambda_intra,
+                            losses.tffd_ramp(inputs.epoch))
+
+
+methods.register('tffd', lambda name, config: TFFD(name, config.methods['tffd']),
+                 group='tffd', config_cls=TFFDConfig)
