@@ -11,6 +11,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from aikd_jax import distributed
+from aikd_jax.errors import DistributedError
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (ml_collections).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs, results.')
@@ -21,6 +24,9 @@ _COORDINATOR = flags.DEFINE_string(
     'coordinator', None, 'host:port of process 0, for clusters JAX does not detect itself.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator.')
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_float(
+    'distributed_timeout', 300, 'Seconds to wait for every process to join a multi-process '
+    'run before giving up with one line (exit status 7).')
 
 
 def _fail(message: str, code: int = 2):
@@ -62,9 +68,11 @@ def main(argv):
     _fail('both --config and --workdir are required')
   import jax  # pylint: disable=g-import-not-at-top
   if _wants_distributed():
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    try:
+      distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                             _DISTRIBUTED_TIMEOUT.value)
+    except DistributedError as e:
+      _fail(str(e), e.exit_code)
   if _CONFIG.value.fast_compile:
     jax.config.update('jax_disable_most_optimizations', True)
   from aikd_jax import run  # pylint: disable=g-import-not-at-top
@@ -77,9 +85,10 @@ def main(argv):
   workdir = os.path.abspath(_WORKDIR.value)
   config = _CONFIG.value
   try:
-    results = run.run(config, workdir, stop_requested=lambda: bool(stop))
+    with distributed.peer_loss_ends_run():
+      results = run.run(config, workdir, stop_requested=lambda: bool(stop))
   except UserError as e:
-    _fail(str(e), 1)
+    _fail(str(e), e.exit_code)
   except Preempted as e:
     logging.info('%s', e)
     print(f'stopped: {e}; run the same command again to resume', file=sys.stderr)
