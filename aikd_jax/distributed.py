@@ -69,11 +69,17 @@ def _claim_process_id(coordinator: str, process_id: int) -> None:
 
 def _check_port_free(coordinator: str) -> None:
   """Process 0: raises DistributedError when the coordinator port is already in use."""
-  port = int(coordinator.rsplit(':', 1)[1])
-  with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as s:
+  port = coordinator.rsplit(':', 1)[1]
+  if not port.isdigit():
+    raise DistributedError(f'--coordinator={coordinator} needs a numeric port: HOST:PORT')
+  try:
+    s = socket.socket(socket.AF_INET6)  # dual stack: JAX's service binds [::]:PORT
+  except OSError:
+    s = socket.socket(socket.AF_INET)  # no IPv6 on this host
+  with s:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT leftovers
     try:
-      s.bind(('', port))
+      s.bind(('', int(port)))
     except OSError as e:
       raise DistributedError(
           f'coordinator port {port} is already in use on this host ({e.strerror}): another '

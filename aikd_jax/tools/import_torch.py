@@ -1,7 +1,11 @@
 r"""Imports a PyTorch state_dict (.pth) as an exported aikd_jax model.
 
   python -m aikd_jax.tools.import_torch --arch resnet50 --num-classes 200 \
-      --input model.pth --output DIR [--width N]
+      --input model.pth --output DIR [--width N] [--overwrite]
+
+An --output that holds anything is refused unless --overwrite is given; the model is
+written beside it and renamed into place (checkpointing.save_model), model.json last.
+Every failure is one `error:` line of ours (never torch's text), exit status by kind.
 
 `convert_state_dict` is pure numpy (no torch); only the CLI reads the .pth with torch.
 

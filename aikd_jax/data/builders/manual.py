@@ -2,7 +2,10 @@
 
 - `Download`: what the user must download, and the one-line error when it is missing.
 - `open_source`: the downloaded data as an archive (zip, tar, tar.gz), read directly,
-  or as the folder it extracts to; both read the same member paths.
+  or as the folder it extracts to; both read the same member paths. A zip is known by
+  its name or signature, so a truncated one is reported as a truncated zip.
+- Every failure while reading is a DataError of one line from `Source.bad`: the archive
+  (and member), what is wrong, and the URL to download it again from.
 - `rgb_jpeg`: checks an image and returns it as RGB JPEG bytes (the original bytes
   when they already are), optionally without its bottom rows.
 
