@@ -258,6 +258,19 @@ def test_pipeline_reports_missing_archive(tmp_path):
     pipeline.Pipeline(c)
 
 
+def test_pipeline_reports_damaged_archive_in_one_line(tmp_path):
+  from aikd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  write_tiny_imagenet_zip(tmp_path)
+  _truncate(tmp_path / tiny_imagenet.DOWNLOAD.file_name)
+  c = common.make('tiny_imagenet', 'preact_resnet18')
+  c.data.tfds_dir, c.data.manual_dir = str(tmp_path / 'tfds'), str(tmp_path)
+  with pytest.raises(DataError, match=r'tiny-imagenet-200.zip: truncated or damaged zip .*; '
+                     r'download tiny-imagenet-200.zip again from http://cs231n') as e:
+    pipeline.Pipeline(c)
+  assert '\n' not in str(e.value)
+
+
 def test_mit67_missing_list(tmp_path):
   write_mit67_files(tmp_path)
   os.remove(tmp_path / 'TestImages.txt')
@@ -334,8 +347,19 @@ def test_truncated_tar_gz(tmp_path):
   archive = manual_dir / fgvc_aircraft.DOWNLOAD.file_name
   _truncate(archive, 0.6)
   message = _prepare_fails('fgvc_aircraft', manual_dir, tmp_path / 'tfds')
-  assert f'{archive}: ' in message and ('truncated' in message or 'missing' in message)
+  assert f'{archive}: truncated archive' in message
   assert fgvc_aircraft.DOWNLOAD.url in message
+
+
+def test_truncated_plain_tar(tmp_path):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  write_mit67_files(manual_dir)
+  archive = manual_dir / mit67.ARCHIVE.file_name
+  data = archive.read_bytes()
+  archive.write_bytes(data[:1536])  # cut at a member boundary: reads as a short archive
+  message = _prepare_fails('mit67', manual_dir, tmp_path / 'tfds')
+  assert f'{archive}: truncated' in message and mit67.ARCHIVE.url in message
 
 
 def test_html_page_saved_as_the_tar(tmp_path):

@@ -241,8 +241,8 @@ def _check_args(args) -> None:
 def _write(args, variables) -> None:
   from aikd_jax import checkpointing  # pylint: disable=g-import-not-at-top (keeps orbax lazy)
   options = {} if args.width is None else {'width': args.width}
-  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   try:
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     checkpointing.save_model(args.output, arch=args.arch, num_classes=args.num_classes,
                              options=options, variables=variables)
   except OSError as e:

@@ -12,10 +12,13 @@
 `python -m aikd_jax.data.builders NAME --manual_dir=DIR` prepares one of them (`__main__.py`).
 """
 from collections.abc import Callable, Iterable, Iterator, Sequence
+import bz2
 import collections
 import concurrent.futures
 import dataclasses
+import gzip
 import io
+import lzma
 import os
 import tarfile
 import zipfile
@@ -230,11 +233,39 @@ class TarSource(Source):
     except (EOFError, OSError, zlib.error, tarfile.TarError) as e:
       raise self.bad(f'truncated or damaged archive ({e})') from None
 
+  def missing(self, paths: Sequence[str]) -> DataError:
+    if _tar_truncated(self.path):  # a stream cut at a member boundary reads as complete
+      others = ' and others' if len(paths) > 1 else ''
+      return self.bad(f'truncated archive ({paths[0]}{others} never reached)')
+    return super().missing(paths)
+
   def _extract(self, tar, member) -> bytes:
     try:
       return tar.extractfile(member).read()
     except (EOFError, OSError, zlib.error, tarfile.TarError) as e:
       raise self.bad(f'truncated or damaged archive at member {member.name} ({e})') from None
+
+
+_COMPRESSED = ((b'\x1f\x8b', gzip.open), (b'BZh', bz2.open), (b'\xfd7zXZ', lzma.open))
+
+
+def _tar_truncated(path: str) -> bool:
+  """True when a tar ends early: a compressed stream without its end, or a plain tar
+  without the two zero blocks that close it."""
+  with open(path, 'rb') as f:
+    head = f.read(6)
+  opener = next((o for magic, o in _COMPRESSED if head.startswith(magic)), None)
+  if opener is None:
+    with open(path, 'rb') as f:
+      f.seek(max(0, os.path.getsize(path) - 1024))
+      return os.path.getsize(path) % 512 != 0 or any(f.read())
+  try:
+    with opener(path, 'rb') as f:
+      while f.read(1 << 20):
+        pass
+  except (EOFError, OSError, lzma.LZMAError, zlib.error):
+    return True
+  return False
 
 
 def is_zip(path: str) -> bool:
