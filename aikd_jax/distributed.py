@@ -99,6 +99,7 @@ def _startup_message(coordinator, num_processes, process_id, timeout_s) -> str:
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None,
                timeout_s: float, peer_timeout_s: float = PEER_TIMEOUT_S) -> None:
   """`jax.distributed.initialize` that fails with one line (see the module docstring)."""
+  global _watchdog
   import jax  # pylint: disable=g-import-not-at-top
   if timeout_s <= 0:
     raise DistributedError(f'--distributed_timeout must be positive, got {timeout_s:g}')
@@ -126,7 +127,6 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
   finally:
     timer.cancel()
   if jax.process_count() > 1:
-    global _watchdog
     _watchdog = PeerWatchdog(peer_timeout_s)
     _watchdog.start()
 
