@@ -8,15 +8,17 @@ Two formats:
 """
 import json
 import os
+import shutil
 from typing import Any
 
 from absl import logging
+from flax import traverse_util
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from aikd_jax.errors import WorkdirError
+from aikd_jax.errors import NonFiniteLossError, UserError, WorkdirError
 
 MODEL_JSON = 'model.json'
 
@@ -93,15 +95,70 @@ class TrainCheckpointer:
 
 def save_model(directory: str, *, arch: str, num_classes: int, options: dict,
                variables: dict) -> None:
-  """Exports {'params', 'batch_stats'} with the metadata needed to rebuild the module."""
+  """Exports {'params', 'batch_stats'} with the metadata needed to rebuild the module.
+
+  All-or-nothing: the model is written into a folder beside `directory`, `model.json`
+  last, and renamed into place; an existing `directory` is replaced only then. A model
+  left half-written by a crash has no `model.json` in place, so it never loads.
+  Raises NonFiniteLossError (nothing written) when a variable holds NaN or Inf.
+  """
   directory = os.path.abspath(directory)
   variables = jax.tree.map(np.asarray, dict(variables))
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(directory, 'variables'), variables, force=True)
+  _check_finite(variables, directory)
+  tmp = _beside(directory, 'tmp')
   if jax.process_index() == 0:
-    meta = {'arch': arch, 'num_classes': int(num_classes), 'options': dict(options)}
-    with open(os.path.join(directory, MODEL_JSON), 'w') as f:
-      json.dump(meta, f, indent=2)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted export
+  _sync('save_model:start')
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(os.path.join(tmp, 'variables'), variables)
+    if jax.process_index() == 0:
+      meta = {'arch': arch, 'num_classes': int(num_classes), 'options': dict(options)}
+      _write_json(os.path.join(tmp, MODEL_JSON), meta)
+      _replace(tmp, directory)
+  except BaseException:
+    if jax.process_index() == 0:
+      shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  _sync('save_model:done')
+
+
+def _beside(directory: str, tag: str) -> str:
+  parent, name = os.path.split(directory)
+  return os.path.join(parent, f'.{name}.{tag}')
+
+
+def _check_finite(variables: dict, directory: str) -> None:
+  for path, leaf in traverse_util.flatten_dict(variables, sep='/').items():
+    if np.issubdtype(leaf.dtype, np.floating) and not np.all(np.isfinite(leaf)):
+      raise NonFiniteLossError(f'variable {path} holds NaN or Inf values; not writing the '
+                               f'model {directory} (the weights diverged or the source is '
+                               'damaged)')
+
+
+def _write_json(path: str, obj: dict) -> None:
+  with open(path, 'w') as f:
+    json.dump(obj, f, indent=2)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _replace(new: str, directory: str) -> None:
+  """Renames `new` to `directory`; an existing `directory` is deleted only afterwards."""
+  old = None
+  if os.path.lexists(directory):
+    old = _beside(directory, 'old')
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(directory, old)
+  os.rename(new, directory)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def read_model_meta(directory: str) -> dict:

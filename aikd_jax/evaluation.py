@@ -274,6 +274,12 @@ def temperature_scaled_ece(logits, labels,
   Returns:
     (mean of the two ECEs in percent, mean of the two temperatures).
   """
+  temps, eces = _cross_fit(logits, labels, n_bins)
+  return float(np.mean(eces)), float(np.mean(temps))
+
+
+def _cross_fit(logits, labels, n_bins: int = 10) -> tuple[list[float], list[float]]:
+  """([T of each fold], [ECE % of the other half at that T]); see temperature_scaled_ece."""
   logits, labels = _check(logits, labels)
   if logits.shape[0] < 2:
     raise ValueError('Temperature-scaled ECE needs at least 2 examples.')
@@ -285,21 +291,43 @@ def temperature_scaled_ece(logits, labels,
     t = fit_temperature(logits[fit_idx], labels[fit_idx])
     eces.append(ece(logits[score_idx] / t, labels[score_idx], n_bins))
     temps.append(t)
-  return float(np.mean(eces)), float(np.mean(temps))
+  return temps, eces
+
+
+def temperature_at_bound(t: float) -> bool:
+  """True when a fitted T is a clamp of the search, not a minimum (see fit_temperature)."""
+  return not 1.0 / _BETA_MAX * (1 + 1e-9) < t < 1.0 / _BETA_MIN * (1 - 1e-9)
+
+
+def _reported_temperature(temps: list[float]) -> tuple[float, bool]:
+  """(temperature to report, whether a fold's fit hit its bound).
+
+  At a bound the optimum lies beyond the search (logits no better than chance: T -> inf;
+  no misclassified example: T -> 0), so the limit is reported (inf or 0), never the
+  clamp, which would look like a real temperature.
+  """
+  if not any(temperature_at_bound(t) for t in temps):
+    return float(np.mean(temps)), False
+  return (float('inf') if max(temps) >= 1.0 / _BETA_MIN * (1 - 1e-9) else 0.0), True
 
 
 def classification_metrics(logits, labels,
                            num_classes: int) -> dict[str, float]:
   """All test metrics, keyed `top1_err, top5_err, f1_macro, ece, nll, ece_ts,
-  temperature` (top-5 uses min(5, num_classes))."""
+  temperature, ts_temperature_at_bound` (top-5 uses min(5, num_classes)).
+
+  `ts_temperature_at_bound` is True when the temperature fit of a fold hit its search
+  bound; `temperature` is then inf (or 0), not the clamp."""
   logits, labels = _check(logits, labels)
-  ece_ts, temperature = temperature_scaled_ece(logits, labels)
+  temps, eces = _cross_fit(logits, labels)
+  temperature, at_bound = _reported_temperature(temps)
   return {
       'top1_err': topk_error(logits, labels, 1),
       'top5_err': topk_error(logits, labels, min(5, num_classes)),
       'f1_macro': f1_macro(logits, labels, num_classes),
       'ece': ece(logits, labels),
       'nll': nll(logits, labels),
-      'ece_ts': ece_ts,
+      'ece_ts': float(np.mean(eces)),
       'temperature': temperature,
+      'ts_temperature_at_bound': at_bound,
   }

@@ -12,8 +12,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aikd_jax import console
-from aikd_jax.errors import ConfigError, UserError
+from aikd_jax import console, distributed
+from aikd_jax.errors import ConfigError, DistributedError, UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (ml_collections).',
                                           lock_config=True)
@@ -27,6 +27,9 @@ _COORDINATOR = flags.DEFINE_string(
     'coordinator', None, 'host:port of process 0, for clusters JAX does not detect itself.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator.')
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_float(
+    'distributed_timeout', 300, 'Seconds to wait for every process to join a multi-process '
+    'run before giving up with one line (exit status 7).')
 
 
 def _wants_distributed() -> bool:
@@ -61,9 +64,11 @@ def main(argv):
   workdir = os.path.abspath(_WORKDIR.value)
   import jax  # pylint: disable=g-import-not-at-top
   if _wants_distributed():
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    try:
+      distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                             _DISTRIBUTED_TIMEOUT.value)
+    except DistributedError as e:
+      console.fail(str(e), e.exit_code)
   if raw_config.fast_compile:
     jax.config.update('jax_disable_most_optimizations', True)
   with console.native_stderr_hidden(_VERBOSE.value):
@@ -74,7 +79,8 @@ def main(argv):
   if jax.process_count() == 1:  # with several processes, JAX's preemption service does it
     _install_stop_handlers(stop)
   try:
-    results = run.run(raw_config, workdir, stop_requested=lambda: bool(stop))
+    with distributed.peer_loss_ends_run():
+      results = run.run(raw_config, workdir, stop_requested=lambda: bool(stop))
   except UserError as e:
     console.fail(str(e), e.exit_code)
   except Preempted as e:

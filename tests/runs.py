@@ -9,6 +9,7 @@ from configs import demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_KEYS = {'top1_err', 'top5_err', 'f1_macro', 'ece', 'nll', 'ece_ts', 'temperature',
+               'ts_temperature_at_bound',
                'epochs', 'steps', 'seed', 'method', 'arch', 'dataset', 'train_time_s',
                'images_per_s'}
 

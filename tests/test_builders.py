@@ -21,7 +21,7 @@ from aikd_jax.data.builders import fgvc_aircraft
 from aikd_jax.data.builders import __main__ as prepare_command
 from aikd_jax.data.builders import mit67
 from aikd_jax.data.builders import tiny_imagenet
-from aikd_jax.errors import UserError
+from aikd_jax.errors import DataError, UserError
 
 _BUILDER_MODULES = {'tiny_imagenet': tiny_imagenet, 'mit67': mit67,
                     'fgvc_aircraft': fgvc_aircraft}
@@ -258,6 +258,19 @@ def test_pipeline_reports_missing_archive(tmp_path):
     pipeline.Pipeline(c)
 
 
+def test_pipeline_reports_damaged_archive_in_one_line(tmp_path):
+  from aikd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  write_tiny_imagenet_zip(tmp_path)
+  _truncate(tmp_path / tiny_imagenet.DOWNLOAD.file_name)
+  c = common.make('tiny_imagenet', 'preact_resnet18')
+  c.data.tfds_dir, c.data.manual_dir = str(tmp_path / 'tfds'), str(tmp_path)
+  with pytest.raises(DataError, match=r'tiny-imagenet-200.zip: truncated or damaged zip .*; '
+                     r'download tiny-imagenet-200.zip again from http://cs231n') as e:
+    pipeline.Pipeline(c)
+  assert '\n' not in str(e.value)
+
+
 def test_mit67_missing_list(tmp_path):
   write_mit67_files(tmp_path)
   os.remove(tmp_path / 'TestImages.txt')
@@ -265,9 +278,153 @@ def test_mit67_missing_list(tmp_path):
     mit67.Mit67.check_manual_dir(str(tmp_path))
 
 
-def test_command_line_reports_missing_archive(tmp_path):
-  with pytest.raises(SystemExit, match='tiny-imagenet-200.zip not found'):
+def test_command_line_reports_missing_archive(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
     prepare_command.main(['tiny_imagenet', f'--manual_dir={tmp_path}', f'--data_dir={tmp_path}'])
+  assert e.value.code == DataError.exit_code
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1
+  assert 'tiny-imagenet-200.zip not found' in err
+
+
+# --- Damaged downloads: one line naming the archive or member, and the fix ---------------
+
+def _prepare_fails(name, manual_dir, data_dir) -> str:
+  """Prepares `name`, expecting a DataError; returns its one line."""
+  before = {p: p.read_bytes() for p in manual_dir.rglob('*') if p.is_file()}
+  with pytest.raises(DataError) as e:
+    _prepare(name, manual_dir, data_dir)
+  message = str(e.value)
+  assert '\n' not in message, message
+  assert {p: p.read_bytes() for p in manual_dir.rglob('*') if p.is_file()} == before
+  return message
+
+
+def _truncate(path, keep: float = 0.5) -> None:
+  data = path.read_bytes()
+  path.write_bytes(data[:int(len(data) * keep)])
+
+
+def test_truncated_zip_is_reported_as_a_truncated_zip(tmp_path):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  write_tiny_imagenet_zip(manual_dir)
+  archive = manual_dir / tiny_imagenet.DOWNLOAD.file_name
+  _truncate(archive)
+  message = _prepare_fails('tiny_imagenet', manual_dir, tmp_path / 'tfds')
+  assert f'{archive}: truncated or damaged zip' in message
+  assert f'download tiny-imagenet-200.zip again from {tiny_imagenet.DOWNLOAD.url}' in message
+  archive.unlink()
+  write_tiny_imagenet_zip(manual_dir)  # the corrected rerun
+  builder = _prepare('tiny_imagenet', manual_dir, tmp_path / 'tfds')
+  assert builder.info.splits['train'].num_examples == 6
+
+
+def test_zip_without_train_or_with_other_content(tmp_path):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  archive = manual_dir / tiny_imagenet.DOWNLOAD.file_name
+  write_tiny_imagenet_zip(manual_dir)
+  with zipfile.ZipFile(archive) as z:
+    kept = {n: z.read(n) for n in z.namelist() if '/train/' not in n}
+  with zipfile.ZipFile(archive, 'w') as z:
+    for n, data in kept.items():
+      z.writestr(n, data)
+  message = _prepare_fails('tiny_imagenet', manual_dir, tmp_path / 'tfds')
+  assert f'{archive}: no train/<wnid>/images/*.JPEG' in message
+  assert 'not the official archive' in message and tiny_imagenet.DOWNLOAD.url in message
+  with zipfile.ZipFile(archive, 'w') as z:
+    z.writestr('holiday/photo.txt', 'not tiny-imagenet')
+  message = _prepare_fails('tiny_imagenet', manual_dir, tmp_path / 'tfds')
+  assert f'{archive}: wnids.txt missing (the archive is truncated, incomplete or not the ' \
+      'official one)' in message
+
+
+def test_truncated_tar_gz(tmp_path):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  write_fgvc_archive(manual_dir)
+  archive = manual_dir / fgvc_aircraft.DOWNLOAD.file_name
+  _truncate(archive, 0.6)
+  message = _prepare_fails('fgvc_aircraft', manual_dir, tmp_path / 'tfds')
+  assert f'{archive}: truncated archive' in message
+  assert fgvc_aircraft.DOWNLOAD.url in message
+
+
+def test_truncated_plain_tar(tmp_path):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  write_mit67_files(manual_dir)
+  archive = manual_dir / mit67.ARCHIVE.file_name
+  data = archive.read_bytes()
+  archive.write_bytes(data[:1536])  # cut at a member boundary: reads as a short archive
+  message = _prepare_fails('mit67', manual_dir, tmp_path / 'tfds')
+  assert f'{archive}: truncated' in message and mit67.ARCHIVE.url in message
+
+
+def test_html_page_saved_as_the_tar(tmp_path):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  write_mit67_files(manual_dir)
+  archive = manual_dir / mit67.ARCHIVE.file_name
+  archive.write_bytes(b'<html><body>404 Not Found</body></html>\n' * 20)
+  message = _prepare_fails('mit67', manual_dir, tmp_path / 'tfds')
+  assert f'{archive}: not a tar archive' in message and mit67.ARCHIVE.url in message
+
+
+def test_list_naming_a_missing_image(tmp_path):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  write_mit67_files(manual_dir)
+  with open(manual_dir / 'TrainImages.txt', 'a') as f:
+    f.write('kitchen/int99.jpg\r\n')
+  message = _prepare_fails('mit67', manual_dir, tmp_path / 'tfds')
+  assert 'indoorCVPR_09.tar: kitchen/int99.jpg missing' in message
+  assert mit67.ARCHIVE.url in message
+
+
+@pytest.mark.parametrize('extracted', [False, True], ids=['tar', 'folder'])
+def test_undecodable_image_is_named(tmp_path, extracted):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  write_mit67_files(manual_dir, extracted=True)
+  image = manual_dir / 'Images' / 'bar' / 'int0.jpg'
+  _truncate(image, 0.3)
+  if not extracted:
+    with tarfile.open(manual_dir / mit67.ARCHIVE.file_name, 'w') as tar:
+      tar.add(manual_dir / 'Images', arcname='Images')
+    for p in sorted((manual_dir / 'Images').rglob('*'), reverse=True):
+      p.unlink() if p.is_file() else p.rmdir()
+    (manual_dir / 'Images').rmdir()
+  message = _prepare_fails('mit67', manual_dir, tmp_path / 'tfds')
+  assert 'bar/int0.jpg is not a decodable image (truncated or damaged)' in message
+  where = mit67.ARCHIVE.file_name if not extracted else str(manual_dir / 'Images')
+  assert where in message and mit67.ARCHIVE.url in message
+
+
+def test_mit67_overlapping_lists_are_warned_about(tmp_path, caplog):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  write_mit67_files(manual_dir)
+  with open(manual_dir / 'TestImages.txt', 'a') as f:
+    f.write('kitchen/int0.jpg\r\n')  # also a train image
+  with caplog.at_level('WARNING'):
+    _prepare('mit67', manual_dir, tmp_path / 'tfds')
+  warnings = [r.getMessage() for r in caplog.records if 'in both' in r.getMessage()]
+  assert len(warnings) == 1
+  assert '1 images are in both TrainImages.txt and TestImages.txt (e.g. kitchen/int0.jpg)' \
+      in warnings[0]
+
+
+def test_command_line_damaged_archive_is_one_line(tmp_path, capsys):
+  write_tiny_imagenet_zip(tmp_path)
+  _truncate(tmp_path / tiny_imagenet.DOWNLOAD.file_name)
+  with pytest.raises(SystemExit) as e:
+    prepare_command.main(['tiny_imagenet', f'--manual_dir={tmp_path}',
+                          f'--data_dir={tmp_path / "tfds"}'])
+  assert e.value.code == DataError.exit_code
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'truncated or damaged zip' in err, err
 
 
 # --- Registry rows agree with the builders ---------------------------------------------

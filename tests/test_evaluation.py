@@ -224,7 +224,8 @@ def test_classification_metrics_keys_and_values():
   z, labels = _sampled_problem(1.0, n=400, c=3, seed=3)
   metrics = evaluation.classification_metrics(z, labels, num_classes=3)
   assert set(metrics) == {'top1_err', 'top5_err', 'f1_macro', 'ece', 'nll',
-                          'ece_ts', 'temperature'}
+                          'ece_ts', 'temperature', 'ts_temperature_at_bound'}
+  assert metrics.pop('ts_temperature_at_bound') is False
   assert all(isinstance(v, float) for v in metrics.values())
   assert metrics['top5_err'] == 0.0  # top-min(5, 3) = top-3 of 3 classes.
   assert metrics['top1_err'] == evaluation.topk_error(z, labels, 1)
@@ -240,3 +241,25 @@ def test_reliability_diagram_writes_png(tmp_path):
   data = path.read_bytes()
   assert data[:8] == b'\x89PNG\r\n\x1a\n'
   assert len(data) > 5000
+
+
+def test_metrics_report_a_temperature_fit_at_its_bound():
+  """A near-random model: the fit is clamped; report inf and the flag, not 1e4 or 5000."""
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 10, 400)
+  z = rng.normal(size=(400, 10))
+  z[np.arange(400), labels] -= 1.0  # worse than chance on both halves
+  m = evaluation.classification_metrics(z, labels, 10)
+  assert m['ts_temperature_at_bound'] is True
+  assert m['temperature'] == float('inf')
+  assert np.isfinite(m['ece_ts'])
+
+
+def test_metrics_temperature_within_bounds_is_the_fold_mean():
+  z, labels = _sampled_problem(1.5, n=301, c=5, seed=2)
+  m = evaluation.classification_metrics(z, labels, 5)
+  ece_ts, temperature = evaluation.temperature_scaled_ece(z, labels)
+  assert m['ts_temperature_at_bound'] is False
+  assert (m['temperature'], m['ece_ts']) == (temperature, ece_ts)
+  assert not evaluation.temperature_at_bound(temperature)
+  assert evaluation.temperature_at_bound(1e4) and evaluation.temperature_at_bound(1e-4)

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from aikd_jax import models
-from aikd_jax.errors import UserError
+from aikd_jax import checkpointing
+from aikd_jax.errors import (ConfigError, DataError, NonFiniteLossError, UserError,
+                             WorkdirError)
 from aikd_jax.tools import import_torch
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
@@ -117,11 +119,12 @@ def test_prefix_and_num_batches_tracked():
 
 def test_cli_without_torch(monkeypatch, capsys, tmp_path):
   monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` raises ImportError
+  (tmp_path / 'model.pth').write_bytes(b'PK not empty')
   rc = import_torch.main(['--arch', 'resnet18', '--num-classes', '10',
                           '--input', str(tmp_path / 'model.pth'),
                           '--output', str(tmp_path / 'out')])
-  assert rc == 1
-  assert capsys.readouterr().err == import_torch.TORCH_MISSING + '\n'
+  assert rc == ConfigError.exit_code
+  assert capsys.readouterr().err == f'error: {import_torch.TORCH_MISSING}\n'
 
 
 def test_cli_writes_loadable_model(monkeypatch, capsys, tmp_path):
@@ -143,5 +146,162 @@ def test_cli_error_is_one_line(monkeypatch, capsys, tmp_path):
   rc = import_torch.main(['--arch', 'resnet18', '--num-classes', '10', '--input', 'm.pth',
                           '--output', str(tmp_path / 'out')])  # width 64: shapes do not fit
   err = capsys.readouterr().err
-  assert rc == 1 and err.count('\n') == 1 and 'has shape' in err
+  assert rc == ConfigError.exit_code and err.count('\n') == 1 and 'has shape' in err
   assert not os.path.exists(tmp_path / 'out')
+
+
+# --- Nothing existing is changed; every failure is one line we write --------------------
+
+def _cli(monkeypatch, capsys, out, *extra, sd=None, num_classes=None, input_path='m.pth'):
+  """Runs the CLI on the resnet18 fixture (read_pth faked unless sd is False)."""
+  meta, fixture_sd, _, _ = _fixture('resnet18')
+  if sd is not False:
+    monkeypatch.setattr(import_torch, 'read_pth',
+                        lambda path: fixture_sd if sd is None else sd)
+  n = meta['num_classes'] if num_classes is None else num_classes
+  rc = import_torch.main(['--arch', 'resnet18', '--num-classes', str(n), '--input',
+                          str(input_path), '--output', str(out), '--width',
+                          str(meta['width']), *extra])
+  return rc, capsys.readouterr().err
+
+
+def _one_line(err: str) -> str:
+  assert err.count('\n') == 1 and err.startswith('error: '), err
+  assert 'Traceback' not in err and '\x1b' not in err and 'weights_only' not in err, err
+  return err
+
+
+def _snapshot(folder) -> dict:
+  """{relative path: bytes} of every file under `folder`."""
+  out = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, folder)] = f.read()
+  return out
+
+
+def test_existing_output_is_refused_then_overwrite_replaces(monkeypatch, capsys, tmp_path):
+  out = tmp_path / 'out'
+  assert _cli(monkeypatch, capsys, out)[0] == 0
+  (out / 'notes.txt').write_text('mine')
+  before = _snapshot(out)
+  rc, err = _cli(monkeypatch, capsys, out)
+  assert rc == WorkdirError.exit_code
+  assert f'--output {out} already holds files' in _one_line(err) and '--overwrite' in err
+  assert _snapshot(out) == before
+  rc, err = _cli(monkeypatch, capsys, out, '--overwrite')
+  assert rc == 0, err
+  assert not (out / 'notes.txt').exists()  # replaced as a whole
+  assert models.load(str(out))[1]['params']
+  assert sorted(os.listdir(tmp_path)) == ['out']  # no temporary folders left
+
+
+def test_empty_output_folder_is_fine(monkeypatch, capsys, tmp_path):
+  (tmp_path / 'out').mkdir()
+  assert _cli(monkeypatch, capsys, tmp_path / 'out')[0] == 0
+  assert models.load(str(tmp_path / 'out'))[1]['params']
+
+
+def test_output_that_is_a_file_fails_at_once(monkeypatch, capsys, tmp_path):
+  out = tmp_path / 'out'
+  out.write_text('a file')
+  rc, err = _cli(monkeypatch, capsys, out, '--overwrite')
+  assert rc == WorkdirError.exit_code and 'is a file, not a folder' in _one_line(err)
+  assert out.read_text() == 'a file'
+
+
+def test_zero_classes(monkeypatch, capsys, tmp_path):
+  rc, err = _cli(monkeypatch, capsys, tmp_path / 'out', num_classes=0)
+  assert rc == ConfigError.exit_code
+  assert '--num-classes must be at least 1, got 0' in _one_line(err)
+  with pytest.raises(ConfigError, match='at least 1'):
+    import_torch.convert_state_dict('resnet18', 0, {})
+
+
+def test_nan_weights_are_refused(monkeypatch, capsys, tmp_path):
+  _, sd, _, _ = _fixture('resnet18')
+  sd = dict(sd)
+  sd['layer2.0.conv1.weight'] = sd['layer2.0.conv1.weight'].copy()
+  sd['layer2.0.conv1.weight'].flat[3] = np.nan
+  (tmp_path / 'm.pth').write_bytes(b'x')
+  rc, err = _cli(monkeypatch, capsys, tmp_path / 'out', sd=sd, input_path=tmp_path / 'm.pth')
+  assert rc == DataError.exit_code
+  assert "tensor 'layer2.0.conv1.weight' holds NaN or Inf" in _one_line(err)
+  assert str(tmp_path / 'm.pth') in err
+  assert not (tmp_path / 'out').exists()
+
+
+def test_empty_and_missing_pth(monkeypatch, capsys, tmp_path):
+  (tmp_path / 'empty.pth').write_bytes(b'')
+  rc, err = _cli(monkeypatch, capsys, tmp_path / 'out', sd=False,
+                 input_path=tmp_path / 'empty.pth')
+  assert rc == DataError.exit_code and 'is empty (0 bytes)' in _one_line(err)
+  rc, err = _cli(monkeypatch, capsys, tmp_path / 'out', sd=False,
+                 input_path=tmp_path / 'nope.pth')
+  assert rc == DataError.exit_code and 'nope.pth does not exist' in _one_line(err)
+  assert not (tmp_path / 'out').exists()
+
+
+def test_truncated_and_pickled_pth_get_our_own_line(monkeypatch, capsys, tmp_path):
+  torch = pytest.importorskip('torch')
+  _, sd, _, _ = _fixture('resnet18')
+  good = tmp_path / 'good.pth'
+  torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}, good)
+  data = good.read_bytes()
+  (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+  rc, err = _cli(monkeypatch, capsys, tmp_path / 'out', sd=False,
+                 input_path=tmp_path / 'cut.pth')
+  assert rc == DataError.exit_code
+  assert f'cannot read {tmp_path / "cut.pth"}: ' in _one_line(err) and 'torch.save' in err
+  torch.save({'model': torch.nn.Linear(2, 2)}, tmp_path / 'pickled.pth')  # a whole module
+  rc, err = _cli(monkeypatch, capsys, tmp_path / 'out', sd=False,
+                 input_path=tmp_path / 'pickled.pth')
+  assert rc == DataError.exit_code
+  assert 'holds Python objects besides tensors' in _one_line(err)
+  assert not (tmp_path / 'out').exists()
+  rc, err = _cli(monkeypatch, capsys, tmp_path / 'out', sd=False, input_path=good)
+  assert rc == 0, err  # the corrected rerun
+
+
+# --- checkpointing.save_model, the writer of every exported model -----------------------
+
+def _variables():
+  return {'params': {'dense': {'kernel': np.ones((2, 3), np.float32)}},
+          'batch_stats': {'bn': {'mean': np.zeros((3,), np.float32)}}}
+
+
+def _save(directory, variables=None, num_classes=3):
+  checkpointing.save_model(str(directory), arch='resnet18', num_classes=num_classes,
+                           options={}, variables=variables or _variables())
+
+
+def test_save_model_crash_leaves_the_old_model(monkeypatch, tmp_path):
+  target = tmp_path / 'model'
+  _save(target)
+  before = _snapshot(target)
+
+  def crash(path, obj):
+    raise KeyboardInterrupt  # interrupted just before model.json
+
+  monkeypatch.setattr(checkpointing, '_write_json', crash)
+  with pytest.raises(KeyboardInterrupt):
+    _save(target, num_classes=5)
+  assert _snapshot(target) == before
+  assert checkpointing.read_model_meta(str(target))['num_classes'] == 3
+  with pytest.raises(KeyboardInterrupt):
+    _save(tmp_path / 'fresh')
+  assert not (tmp_path / 'fresh').exists()  # never a loadable half-written model
+  monkeypatch.undo()
+  _save(tmp_path / 'fresh')  # the rerun cleans up after the interrupted one
+  assert checkpointing.read_model_meta(str(tmp_path / 'fresh'))['num_classes'] == 3
+  assert sorted(os.listdir(tmp_path)) == ['fresh', 'model']
+
+
+def test_save_model_refuses_non_finite_variables(tmp_path):
+  variables = _variables()
+  variables['batch_stats']['bn']['mean'][1] = np.inf
+  with pytest.raises(NonFiniteLossError, match='variable batch_stats/bn/mean holds NaN or Inf'):
+    _save(tmp_path / 'model', variables)
+  assert not os.listdir(tmp_path)

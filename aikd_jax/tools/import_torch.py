@@ -1,7 +1,11 @@
 r"""Imports a PyTorch state_dict (.pth) as an exported aikd_jax model.
 
   python -m aikd_jax.tools.import_torch --arch resnet50 --num-classes 200 \
-      --input model.pth --output DIR [--width N]
+      --input model.pth --output DIR [--width N] [--overwrite]
+
+An --output that holds anything is refused unless --overwrite is given; the model is
+written beside it and renamed into place (checkpointing.save_model), model.json last.
+Every failure is one `error:` line of ours (never torch's text), exit status by kind.
 
 `convert_state_dict` is pure numpy (no torch); only the CLI reads the .pth with torch.
 
@@ -14,6 +18,8 @@ stripped. `--width` must be the width the torch model was built with (base width
 64 for ResNets, growth rate 32 for DenseNets; see each model's docstring).
 """
 import argparse
+import errno
+import os
 import sys
 
 from flax import traverse_util
@@ -22,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from aikd_jax import models
-from aikd_jax.errors import UserError
+from aikd_jax.errors import ConfigError, DataError, OutOfSpaceError, UserError, WorkdirError
 
 TORCH_MISSING = 'torch is needed to read .pth files: pip install torch (optional extra)'
+_RESAVE = 'save the weights again with torch.save(model.state_dict(), PATH)'
 
 _LEAF_NAMES = {
     ('params', 'kernel'): 'weight',
@@ -61,10 +68,12 @@ def _torch_shape(flax_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _abstract_variables(arch: str, num_classes: int, options: dict) -> dict:
+  if num_classes < 1:
+    raise ConfigError(f'--num-classes must be at least 1, got {num_classes}')
   try:
     module = models.create(arch, num_classes, **options)
   except ValueError as e:
-    raise UserError(str(e)) from None
+    raise ConfigError(str(e)) from None
   x = jnp.zeros((1, 32, 32, 3), jnp.float32)  # every model pools globally
   return jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
 
@@ -100,13 +109,13 @@ def _check_keys(sd: dict, expected: dict, what: str) -> None:
   unmapped = [k for k in sd if k not in expected]
   if unmapped:
     more = f' (and {len(unmapped) - 1} more unmapped keys)' if len(unmapped) > 1 else ''
-    raise UserError(f'state_dict key {unmapped[0]!r} does not map to any parameter of '
+    raise ConfigError(f'state_dict key {unmapped[0]!r} does not map to any parameter of '
                     f'{what}{more}')
   missing = [k for k in expected if k not in sd]
   if missing:
     collection, path, _ = expected[missing[0]]
     more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
-    raise UserError(f'Flax variable {collection}/{"/".join(path)} of {what} has no torch key '
+    raise ConfigError(f'Flax variable {collection}/{"/".join(path)} of {what} has no torch key '
                     f'{missing[0]!r} in the state_dict{more}')
 
 
@@ -114,7 +123,7 @@ def convert_state_dict(arch: str, num_classes: int, state_dict: dict,
                        width: int | None = None) -> dict:
   """Returns {'params', 'batch_stats'} (float32 numpy) for a torch state_dict of numpy arrays.
 
-  Raises UserError (one line) for a key that does not map, a Flax variable with no
+  Raises ConfigError (one line) for a key that does not map, a Flax variable with no
   torch key, or a shape that does not fit.
   """
   options = {} if width is None else {'width': int(width)}
@@ -127,7 +136,7 @@ def convert_state_dict(arch: str, num_classes: int, state_dict: dict,
   for key, value in sd.items():  # the state_dict's order: the first bad key is reported
     collection, path, shape = expected[key]
     if tuple(value.shape) != _torch_shape(shape):
-      raise UserError(f'state_dict key {key!r} has shape {tuple(value.shape)} but {what} '
+      raise ConfigError(f'state_dict key {key!r} has shape {tuple(value.shape)} but {what} '
                       f'expects {_torch_shape(shape)} (Flax {collection}/{"/".join(path)} '
                       f'{shape})')
     flat[collection][path] = np.ascontiguousarray(_to_flax_layout(value), dtype=np.float32)
@@ -144,23 +153,64 @@ def _unwrap(obj, path: str) -> dict:
         break
   tensors = {k: v for k, v in obj.items() if torch.is_tensor(v)} if isinstance(obj, dict) else {}
   if not tensors:
-    raise UserError(f'{path} holds no state_dict of tensors')
+    raise DataError(f'{path} holds no state_dict of tensors: {_RESAVE}')
   return tensors
 
 
+def _check_input_file(path: str) -> None:
+  """One line for an --input that cannot be a .pth: missing, a folder, empty."""
+  if not os.path.exists(path):
+    raise DataError(f'--input {path} does not exist: give the path of the .pth file')
+  if not os.path.isfile(path):
+    raise DataError(f'--input {path} is not a file: give the path of the .pth file')
+  if os.path.getsize(path) == 0:
+    raise DataError(f'--input {path} is empty (0 bytes): copy or download it again, or {_RESAVE}')
+
+
+def _load_error(path: str, error: Exception) -> DataError:
+  """Our own line for a failed torch.load; torch's text (and its advice) is not shown."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  if isinstance(error, pickle.UnpicklingError):
+    return DataError(f'{path} holds Python objects besides tensors (a pickled model or '
+                     f'optimizer?), which are not loaded for safety: {_RESAVE}')
+  return DataError(f'cannot read {path}: not a file written by torch.save, or truncated or '
+                   f'damaged; copy or download it again, or {_RESAVE}')
+
+
 def read_pth(path: str) -> dict[str, np.ndarray]:
-  """Reads a .pth state_dict as numpy arrays (needs torch)."""
+  """Reads a .pth state_dict as numpy arrays (needs torch); DataError on a bad file."""
+  _check_input_file(path)
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise UserError(TORCH_MISSING) from None
+    raise ConfigError(TORCH_MISSING) from None
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
-    raise UserError(f'cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0]}') from None
+    raise _load_error(path, e) from None
   tensors = _unwrap(obj, path)
   return {k: (v.detach().float() if v.is_floating_point() else v.detach()).numpy()
           for k, v in tensors.items()}
+
+
+def check_finite(state_dict: dict[str, np.ndarray], path: str) -> None:
+  """DataError naming the first floating tensor with NaN or Inf values."""
+  for key, value in state_dict.items():
+    if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+      raise DataError(f'{path}: tensor {key!r} holds NaN or Inf values (a diverged or damaged '
+                      'checkpoint); import one with finite weights')
+
+
+def check_output(output: str, overwrite: bool) -> None:
+  """WorkdirError unless --output is absent or an empty folder (or --overwrite is given)."""
+  if os.path.lexists(output) and not os.path.isdir(output):
+    raise WorkdirError(f'--output {output} is a file, not a folder: give a folder path')
+  if os.path.isdir(output) and os.listdir(output) and not overwrite:
+    raise WorkdirError(f'--output {output} already holds files (an exported model?); nothing '
+                       'was changed: choose a new folder, or add --overwrite to replace it')
+  parent = os.path.dirname(os.path.abspath(output))
+  if os.path.exists(parent) and not os.path.isdir(parent):
+    raise WorkdirError(f'--output {output}: {parent} is a file, not a folder')
 
 
 def _parse(argv):
@@ -170,24 +220,47 @@ def _parse(argv):
   parser.add_argument('--arch', required=True, help=f'one of: {", ".join(models.names())}')
   parser.add_argument('--num-classes', type=int, required=True)
   parser.add_argument('--input', required=True, help='the .pth file')
-  parser.add_argument('--output', required=True, help='directory for the exported model')
+  parser.add_argument('--output', required=True,
+                      help='folder for the exported model; must not exist or be empty')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace an existing --output (the old one is removed only once '
+                           'the new one is complete)')
   parser.add_argument('--width', type=int, default=None,
                       help='base width the torch model was built with (default: the standard one)')
   return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-  args = _parse(argv)
+def _check_args(args) -> None:
+  if args.num_classes < 1:
+    raise ConfigError(f'--num-classes must be at least 1, got {args.num_classes}')
+  if args.width is not None and args.width < 1:
+    raise ConfigError(f'--width must be at least 1, got {args.width}')
+  check_output(args.output, args.overwrite)
+
+
+def _write(args, variables) -> None:
   from aikd_jax import checkpointing  # pylint: disable=g-import-not-at-top (keeps orbax lazy)
+  options = {} if args.width is None else {'width': args.width}
   try:
-    state_dict = read_pth(args.input)
-    variables = convert_state_dict(args.arch, args.num_classes, state_dict, args.width)
-    options = {} if args.width is None else {'width': args.width}
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     checkpointing.save_model(args.output, arch=args.arch, num_classes=args.num_classes,
                              options=options, variables=variables)
+  except OSError as e:
+    kind = OutOfSpaceError if e.errno == errno.ENOSPC else WorkdirError
+    raise kind(f'cannot write --output {args.output}: {e.strerror}; nothing was replaced') from None
+
+
+def main(argv=None) -> int:
+  args = _parse(argv)
+  try:
+    _check_args(args)
+    state_dict = read_pth(args.input)
+    check_finite(state_dict, args.input)
+    variables = convert_state_dict(args.arch, args.num_classes, state_dict, args.width)
+    _write(args, variables)
   except UserError as e:
-    print(str(e), file=sys.stderr)
-    return 1
+    print(f'error: {e}', file=sys.stderr)
+    return e.exit_code
   n = sum(a.size for a in jax.tree.leaves(variables['params']))
   print(f'wrote {args.output}: {args.arch}, {args.num_classes} classes, {n:,} parameters')
   return 0

@@ -12,6 +12,7 @@ with --config.data.tfds_dir=TFDS_DIR (the TFDS default data dir without --data_d
 import argparse
 from collections.abc import Sequence
 import os
+import sys
 
 import tensorflow_datasets as tfds
 
@@ -48,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   except UserError as e:
-    raise SystemExit(f'error: {e}') from None
+    print(f'error: {e}', file=sys.stderr)
+    raise SystemExit(e.exit_code) from None
   _report(builder)
 
 

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from aikd_jax.errors import UserError
+from aikd_jax.errors import DataError
 
 DEFAULT_MANUAL_DIR = '/usr/share/datasets/fashion-mnist'
 FILES = {
@@ -31,16 +31,24 @@ def read_idx(path: str) -> np.ndarray:
   n big-endian int32 sizes, then the data in C order.
   """
   opener = gzip.open if path.endswith('.gz') else open
-  with opener(path, 'rb') as f:
-    data = f.read()
+  try:
+    with opener(path, 'rb') as f:
+      data = f.read()
+  except (OSError, EOFError) as e:
+    raise DataError(f'Fashion-MNIST: {path} is truncated or damaged ({e}); {_FIX}') from None
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _IDX_UBYTE:
-    raise ValueError(f'{path} is not an IDX file of unsigned bytes')
+    raise DataError(f'Fashion-MNIST: {path} is not an IDX file of unsigned bytes; {_FIX}')
   ndim = data[3]
   shape = tuple(int(d) for d in np.frombuffer(data, '>i4', count=ndim, offset=4))
   values = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
   if values.size != int(np.prod(shape)):
-    raise ValueError(f'{path}: header says shape {shape} but holds {values.size} bytes')
+    raise DataError(f'Fashion-MNIST: {path}: header says shape {shape} but holds '
+                    f'{values.size} bytes (truncated); {_FIX}')
   return values.reshape(shape)
+
+
+_FIX = ('reinstall dataset-fashion-mnist (apt-get install --reinstall dataset-fashion-mnist) '
+        'or download the file again')
 
 
 def missing_message(manual_dir: str) -> str:
@@ -50,11 +58,11 @@ def missing_message(manual_dir: str) -> str:
 
 
 def check_files(manual_dir: str) -> None:
-  """Raises UserError unless the four IDX files are in `manual_dir`."""
+  """Raises DataError unless the four IDX files are in `manual_dir`."""
   for names in FILES.values():
     for name in names:
       if not os.path.isfile(os.path.join(manual_dir, name)):
-        raise UserError(missing_message(manual_dir))
+        raise DataError(missing_message(manual_dir))
 
 
 class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
@@ -98,7 +106,8 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, images_path: str, labels_path: str):
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
-      raise ValueError(f'{images_path} and {labels_path} do not hold matching 28x28 images '
-                       f'and labels: shapes {images.shape} and {labels.shape}')
+      raise DataError(f'Fashion-MNIST: {images_path} and {labels_path} do not hold matching '
+                      f'28x28 images and labels (shapes {images.shape} and {labels.shape}); '
+                      f'{_FIX}')
     for i, (image, label) in enumerate(zip(images, labels)):
       yield i, {'image': image[..., None], 'label': int(label)}

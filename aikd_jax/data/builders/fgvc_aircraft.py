@@ -69,16 +69,17 @@ class FgvcAircraft(tfds.core.GeneratorBasedBuilder):
     texts = manual.read_texts(source, [VARIANTS, *LISTS.values()])
     variants = texts[VARIANTS]
     if len(set(variants)) != len(variants):
-      raise ValueError(f'{VARIANTS} lists a variant twice: the archive is not the official one')
+      raise source.bad(f'{VARIANTS} lists a variant twice (not the official archive)')
     self.info.features['label'].names = variants
     known = set(variants)
     splits = {}
     for split, list_name in LISTS.items():
       splits[split] = {}
       for line in texts[list_name]:
-        image_id, variant = line.split(' ', 1)
+        image_id, _, variant = line.partition(' ')
         if variant not in known:
-          raise ValueError(f'{list_name} names variant {variant!r}, which is not in {VARIANTS}')
+          raise source.bad(f'{list_name} line {line[:60]!r} does not name a variant of '
+                           f'{VARIANTS} (not the official archive)')
         splits[split][image_id] = variant
     sizes = {split: len(ids) for split, ids in splits.items()}
     if len(variants) != NUM_CLASSES or sizes != SPLIT_SIZES:
@@ -92,7 +93,7 @@ class FgvcAircraft(tfds.core.GeneratorBasedBuilder):
     def encode(item):
       path, data = item
       image_id = path.rsplit('/', 1)[-1].rsplit('.', 1)[0]
-      jpeg, _ = manual.rgb_jpeg(data, path, crop_bottom=BANNER_ROWS)
+      jpeg, _ = source.image(data, path, crop_bottom=BANNER_ROWS)
       return image_id, {'image': jpeg, 'label': variant_of[image_id]}
 
     paths = [f'images/{image_id}.jpg' for image_id in variant_of]

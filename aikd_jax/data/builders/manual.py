@@ -2,24 +2,31 @@
 
 - `Download`: what the user must download, and the one-line error when it is missing.
 - `open_source`: the downloaded data as an archive (zip, tar, tar.gz), read directly,
-  or as the folder it extracts to; both read the same member paths.
+  or as the folder it extracts to; both read the same member paths. A zip is known by
+  its name or signature, so a truncated one is reported as a truncated zip.
+- Every failure while reading is a DataError of one line from `Source.bad`: the archive
+  (and member), what is wrong, and the URL to download it again from.
 - `rgb_jpeg`: checks an image and returns it as RGB JPEG bytes (the original bytes
   when they already are), optionally without its bottom rows.
 
 `python -m aikd_jax.data.builders NAME --manual_dir=DIR` prepares one of them (`__main__.py`).
 """
 from collections.abc import Callable, Iterable, Iterator, Sequence
+import bz2
 import collections
 import concurrent.futures
 import dataclasses
+import gzip
 import io
+import lzma
 import os
 import tarfile
 import zipfile
+import zlib
 
 from PIL import Image
 
-from aikd_jax.errors import UserError
+from aikd_jax.errors import DataError
 
 JPEG_QUALITY = 95  # when an image has to be re-encoded
 _PREFETCH = 64  # images in flight in `parallel_map`
@@ -65,11 +72,11 @@ def instructions(downloads: Sequence[Download], name: str, extra: str = '') -> s
 
 
 def check_files(manual_dir: str, downloads: Sequence[Download]) -> None:
-  """Raises UserError naming the first download that is neither archive nor folder in it."""
+  """Raises DataError naming the first download that is neither archive nor folder in it."""
   for d in downloads:
     if os.path.isfile(os.path.join(manual_dir, d.file_name)) or _extracted(manual_dir, d):
       continue
-    raise UserError(d.missing_message(manual_dir))
+    raise DataError(d.missing_message(manual_dir))
 
 
 def _extracted(manual_dir: str, download: Download) -> str | None:
@@ -82,7 +89,15 @@ def _extracted(manual_dir: str, download: Download) -> str | None:
 
 
 class Source:
-  """Files of one dataset, by path relative to the dataset's root folder ('a/b.jpg')."""
+  """Files of one dataset, by path relative to the dataset's root folder ('a/b.jpg').
+
+  Every failure is a DataError of one line that names the archive (or folder) and the
+  member, says what is wrong and what to do (`bad`).
+  """
+
+  def __init__(self, path: str, download: Download):
+    self.path = path
+    self.download = download
 
   def read(self, path: str) -> bytes:
     raise NotImplementedError
@@ -92,29 +107,48 @@ class Source:
     raise NotImplementedError
 
   def read_many(self, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-    """Yields (path, bytes) of every path in `paths`; raises ValueError if any is missing."""
+    """Yields (path, bytes) of every path in `paths`; DataError if any is missing."""
     for path in paths:
       yield path, self.read(path)
+
+  def fix(self) -> str:
+    return f'download {self.download.file_name} again from {self.download.url}'
+
+  def bad(self, problem: str) -> DataError:
+    """DataError: '<dataset>: <archive>: <problem>; download it again from <url>'."""
+    return DataError(f'{self.download.dataset}: {self.path}: {problem}; {self.fix()}')
+
+  def missing(self, paths: Sequence[str]) -> DataError:
+    more = f' and {len(paths) - 1} more' if len(paths) > 1 else ''
+    return self.bad(f'{paths[0]}{more} missing (the archive is truncated, incomplete or not '
+                    'the official one)')
+
+  def image(self, data: bytes, path: str, crop_bottom: int = 0):
+    """`rgb_jpeg` of a member; an undecodable image is a DataError naming the member."""
+    try:
+      return rgb_jpeg(data, path, crop_bottom)
+    except ValueError as e:
+      raise self.bad(str(e)) from None
 
 
 class FolderSource(Source):
   """An extracted archive: files under `root`."""
 
-  def __init__(self, root: str):
-    self._root = root
+  def fix(self) -> str:
+    return (f'extract {self.download.file_name} again (from {self.download.url}) or put the '
+            'archive itself in the manual dir')
 
   def read(self, path: str) -> bytes:
-    full = os.path.join(self._root, *path.split('/'))
+    full = os.path.join(self.path, *path.split('/'))
     if not os.path.isfile(full):
-      raise ValueError(f'{full} is missing: the extracted folder is incomplete; '
-                       'extract the archive again or put the archive itself there')
+      raise self.bad(f'{path} is missing (the extracted folder is incomplete)')
     with open(full, 'rb') as f:
       return f.read()
 
   def names(self) -> list[str]:
     out = []
-    for folder, _, files in os.walk(self._root):
-      rel = os.path.relpath(folder, self._root)
+    for folder, _, files in os.walk(self.path):
+      rel = os.path.relpath(folder, self.path)
       prefix = '' if rel == '.' else rel.replace(os.sep, '/') + '/'
       out += [prefix + f for f in files]
     return sorted(out)
@@ -123,9 +157,12 @@ class FolderSource(Source):
 class ZipSource(Source):
   """A zip archive; paths are relative to the first of `prefixes` that it holds."""
 
-  def __init__(self, path: str, prefixes: Sequence[str]):
-    self._path = path
-    self._zip = zipfile.ZipFile(path)
+  def __init__(self, path: str, download: Download, prefixes: Sequence[str]):
+    super().__init__(path, download)
+    try:
+      self._zip = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+      raise self.bad(f'truncated or damaged zip ({e})') from None
     names = self._zip.namelist()
     self._prefix = next((p for p in prefixes if any(n.startswith(p) for n in names)), '')
     self._members = {n[len(self._prefix):]: n for n in names
@@ -133,9 +170,11 @@ class ZipSource(Source):
 
   def read(self, path: str) -> bytes:
     if path not in self._members:
-      raise ValueError(f'{self._prefix}{path} is missing from {self._path}: the archive is '
-                       'incomplete or not the official one; download it again')
-    return self._zip.read(self._members[path])
+      raise self.missing([self._prefix + path])
+    try:
+      return self._zip.read(self._members[path])
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+      raise self.bad(f'member {self._members[path]} is damaged ({e})') from None
 
   def names(self) -> list[str]:
     return sorted(self._members)
@@ -147,8 +186,8 @@ class TarSource(Source):
   Members are matched after removing the first of `prefixes` they start with.
   """
 
-  def __init__(self, path: str, prefixes: Sequence[str]):
-    self._path = path
+  def __init__(self, path: str, download: Download, prefixes: Sequence[str]):
+    super().__init__(path, download)
     self._prefixes = tuple(prefixes)
 
   def _relative(self, name: str) -> str | None:
@@ -163,24 +202,77 @@ class TarSource(Source):
     return dict(self.read_many([path]))[path]
 
   def names(self) -> list[str]:
-    with tarfile.open(self._path, 'r|*') as tar:
-      return sorted(r for m in tar if m.isfile() and (r := self._relative(m.name)) is not None)
+    return sorted(rel for rel, _, _ in self._members())
 
   def read_many(self, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
     """Yields the wanted members in archive order; stops once all are found."""
     wanted = set(paths)
-    with tarfile.open(self._path, 'r|*') as tar:
-      for member in tar:
-        if not wanted:
-          break
-        rel = self._relative(member.name)
-        if rel in wanted and member.isfile():
-          wanted.discard(rel)
-          yield rel, tar.extractfile(member).read()
+    for rel, tar, member in self._members(lambda: bool(wanted)):
+      if rel in wanted:
+        wanted.discard(rel)
+        yield rel, self._extract(tar, member)
     if wanted:
-      raise ValueError(f'{len(wanted)} files are missing from {self._path} (e.g. '
-                       f'{sorted(wanted)[0]}): the archive is incomplete or not the official '
-                       'one; download it again')
+      raise self.missing(sorted(wanted))
+
+  def _members(self, more=lambda: True):
+    """Yields (relative path, tar, member) of the files under the prefixes."""
+    seen = 0
+    try:
+      with tarfile.open(self.path, 'r|*') as tar:
+        for member in tar:
+          seen += 1
+          if not more():
+            break
+          rel = self._relative(member.name)
+          if rel is not None and member.isfile():
+            yield rel, tar, member
+    except tarfile.ReadError as e:
+      if not seen:  # fails on the first header: some other file saved under this name
+        raise self.bad(f'not a tar archive ({e}; an HTML error page?)') from None
+      raise self.bad(f'truncated or damaged tar ({e})') from None
+    except (EOFError, OSError, zlib.error, tarfile.TarError) as e:
+      raise self.bad(f'truncated or damaged archive ({e})') from None
+
+  def missing(self, paths: Sequence[str]) -> DataError:
+    if _tar_truncated(self.path):  # a stream cut at a member boundary reads as complete
+      others = ' and others' if len(paths) > 1 else ''
+      return self.bad(f'truncated archive ({paths[0]}{others} never reached)')
+    return super().missing(paths)
+
+  def _extract(self, tar, member) -> bytes:
+    try:
+      return tar.extractfile(member).read()
+    except (EOFError, OSError, zlib.error, tarfile.TarError) as e:
+      raise self.bad(f'truncated or damaged archive at member {member.name} ({e})') from None
+
+
+_COMPRESSED = ((b'\x1f\x8b', gzip.open), (b'BZh', bz2.open), (b'\xfd7zXZ', lzma.open))
+
+
+def _tar_truncated(path: str) -> bool:
+  """True when a tar ends early: a compressed stream without its end, or a plain tar
+  without the two zero blocks that close it."""
+  with open(path, 'rb') as f:
+    head = f.read(6)
+  opener = next((o for magic, o in _COMPRESSED if head.startswith(magic)), None)
+  if opener is None:
+    with open(path, 'rb') as f:
+      f.seek(max(0, os.path.getsize(path) - 1024))
+      return os.path.getsize(path) % 512 != 0 or any(f.read())
+  try:
+    with opener(path, 'rb') as f:
+      while f.read(1 << 20):
+        pass
+  except (EOFError, OSError, lzma.LZMAError, zlib.error):
+    return True
+  return False
+
+
+def is_zip(path: str) -> bool:
+  """A zip by its name or signature; a truncated zip (no central directory) counts too."""
+  with open(path, 'rb') as f:
+    head = f.read(4)
+  return path.lower().endswith('.zip') or head in (b'PK\x03\x04', b'PK\x05\x06')
 
 
 def open_source(manual_dir: str, download: Download) -> Source:
@@ -192,27 +284,36 @@ def open_source(manual_dir: str, download: Download) -> Source:
   archive = os.path.join(manual_dir, download.file_name)
   prefixes = [root + '/' for root in download.roots]
   if os.path.isfile(archive):
-    if zipfile.is_zipfile(archive):
-      return ZipSource(archive, prefixes)
-    return TarSource(archive, prefixes)
+    if is_zip(archive):
+      return ZipSource(archive, download, prefixes)
+    return TarSource(archive, download, prefixes)
   folder = _extracted(manual_dir, download)
   if folder is not None:
-    return FolderSource(folder)
-  raise UserError(download.missing_message(manual_dir))
+    return FolderSource(folder, download)
+  raise DataError(download.missing_message(manual_dir))
+
+
+def list_source(manual_dir: str, download: Download) -> Source:
+  """A plain downloaded file (a list) in `manual_dir`, read as a Source."""
+  return FolderSource(manual_dir, download)
 
 
 def read_text(source: Source, path: str) -> list[str]:
   """Non-empty stripped lines of a text file of `source`."""
-  return _lines(source.read(path))
+  return _lines(source, path, source.read(path))
 
 
 def read_texts(source: Source, paths: Sequence[str]) -> dict[str, list[str]]:
   """Non-empty stripped lines of several text files, read in one pass."""
-  return {p: _lines(data) for p, data in source.read_many(paths)}
+  return {p: _lines(source, p, data) for p, data in source.read_many(paths)}
 
 
-def _lines(data: bytes) -> list[str]:
-  return [line.strip() for line in data.decode('utf-8').splitlines() if line.strip()]
+def _lines(source: Source, path: str, data: bytes) -> list[str]:
+  try:
+    text = data.decode('utf-8')
+  except UnicodeDecodeError:
+    raise source.bad(f'{path} is not a text file (not the official archive)') from None
+  return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def rgb_jpeg(data: bytes, name: str, crop_bottom: int = 0) -> tuple[bytes, tuple[int, int]]:
@@ -234,10 +335,10 @@ def rgb_jpeg(data: bytes, name: str, crop_bottom: int = 0) -> tuple[bytes, tuple
         return data, (image.height, image.width)
       rgb = image.convert('RGB')
   except (OSError, ValueError) as e:
-    raise ValueError(f'cannot decode image {name}: {e}') from e
+    raise ValueError(f'{name} is not a decodable image (truncated or damaged)') from e
   if crop_bottom:
     if rgb.height <= crop_bottom:
-      raise ValueError(f'image {name} has {rgb.height} rows, cannot remove {crop_bottom}')
+      raise ValueError(f'{name} has {rgb.height} rows, fewer than the {crop_bottom}-row banner')
     rgb = rgb.crop((0, 0, rgb.width, rgb.height - crop_bottom))
   out = io.BytesIO()
   rgb.save(out, format='JPEG', quality=JPEG_QUALITY)

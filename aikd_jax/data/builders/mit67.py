@@ -67,13 +67,8 @@ class Mit67(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     manual_dir = str(dl_manager.manual_dir)
     self.check_manual_dir(manual_dir)
-    lists = {}
-    for split, download in LISTS.items():
-      paths = manual.read_text(manual.FolderSource(manual_dir), download.file_name)
-      lists[split] = list(dict.fromkeys(paths))  # in order, without repeats
-      if len(lists[split]) != len(paths):
-        logging.warning('MIT67: %s lists %d files more than once; each is used once',
-                        download.file_name, len(paths) - len(lists[split]))
+    lists = {split: _read_list(manual_dir, download) for split, download in LISTS.items()}
+    _warn_if_overlap(lists)
     classes = sorted({path.split('/')[0] for paths in lists.values() for path in paths})
     self.info.features['label'].names = classes
     sizes = {split: len(paths) for split, paths in lists.items()}
@@ -88,7 +83,30 @@ class Mit67(tfds.core.GeneratorBasedBuilder):
 
     def encode(item):
       path, data = item
-      jpeg, _ = manual.rgb_jpeg(data, path)
+      jpeg, _ = source.image(data, path)
       return path, {'image': jpeg, 'label': path.split('/')[0]}
 
     yield from manual.parallel_map(encode, source.read_many(paths))
+
+
+def _read_list(manual_dir: str, download: manual.Download) -> list[str]:
+  """The paths of a split list, in order, without repeats (a repeat is warned about)."""
+  source = manual.list_source(manual_dir, download)
+  paths = manual.read_text(source, download.file_name)
+  bad = next((p for p in paths if p.count('/') != 1), None)
+  if bad is not None:
+    raise source.bad(f'line {bad!r} is not <class>/<file> (not the official list)')
+  unique = list(dict.fromkeys(paths))
+  if len(unique) != len(paths):
+    logging.warning('MIT67: %s lists %d files more than once; each is used once',
+                    download.file_name, len(paths) - len(unique))
+  return unique
+
+
+def _warn_if_overlap(lists: dict[str, list[str]]) -> None:
+  both = sorted(set(lists['train']) & set(lists['test']))
+  if both:
+    logging.warning('MIT67: %d images are in both %s and %s (e.g. %s): test results would be '
+                    'inflated; download both lists again from %s and %s', len(both),
+                    LISTS['train'].file_name, LISTS['test'].file_name, both[0],
+                    LISTS['train'].url, LISTS['test'].url)

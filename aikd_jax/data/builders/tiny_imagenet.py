@@ -67,12 +67,16 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
     train = [(p, p.split('/')[1]) for p in source.names()
              if p.startswith('train/') and p.split('/')[2:3] == ['images']
              and p.lower().endswith('.jpeg') and p.split('/')[1] in known]
+    if not train:
+      raise source.bad('no train/<wnid>/images/*.JPEG for the classes of wnids.txt (not the '
+                       'official archive)')
     val = []
     for line in manual.read_text(source, 'val/val_annotations.txt'):
-      file_name, wnid = line.split('\t')[:2]
-      if wnid not in known:
-        raise ValueError(f'val/val_annotations.txt names {wnid!r}, which is not in wnids.txt')
-      val.append((f'val/images/{file_name}', wnid))
+      fields = line.split('\t')
+      if len(fields) < 2 or fields[1] not in known:
+        raise source.bad(f'val/val_annotations.txt line {line[:60]!r} does not name a wnid of '
+                         'wnids.txt (not the official archive)')
+      val.append((f'val/images/{fields[0]}', fields[1]))
     _warn_if_unusual(len(wnids), {'train': len(train), 'validation': len(val)})
     return {'train': self._generate_examples(source, train),
             'validation': self._generate_examples(source, val)}
@@ -83,9 +87,10 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
 
     def encode(item):
       path, data = item
-      jpeg, shape = manual.rgb_jpeg(data, path)
+      jpeg, shape = source.image(data, path)
       if shape != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f'{path} is {shape[0]}x{shape[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}')
+        raise source.bad(f'member {path} is {shape[0]}x{shape[1]}, expected '
+                         f'{IMAGE_SIZE}x{IMAGE_SIZE} (not the official archive)')
       key = path.rsplit('/', 1)[-1].rsplit('.', 1)[0]  # n01443537_0, val_0
       return key, {'image': jpeg, 'label': wnid_of[path]}
 
