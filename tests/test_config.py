@@ -58,6 +58,16 @@ INVALID = [
     ('aikd.critic_b2', -0.1, 'aikd.critic_b2 must be in [0, 1)'),
     ('aikd.critic_norm', 'group', "aikd.critic_norm must be one of 'batch', 'layer', 'none'"),
     ('aikd.critic_input', 'softmax', "aikd.critic_input must be one of 'logits', 'probs'"),
+    ('tfkd.alpha', 1.5, 'tfkd.alpha must be in [0, 1]'),
+    ('tfkd.temperature', 0.0, 'tfkd.temperature must be > 0'),
+    ('tfkd.multiplier', -50.0, 'tfkd.multiplier must be > 0'),
+    ('pskd.alpha_t', -0.8, 'pskd.alpha_t must be in [0, 1]'),
+    ('cskd.temperature', 0.0, 'cskd.temperature must be > 0'),
+    ('cskd.lam', -1.0, 'cskd.lam must be >= 0'),
+    ('zipf_ls.lam', -0.1, 'zipf_ls.lam must be >= 0'),
+    ('zipf_ls.upsample', 'yes', 'zipf_ls.upsample must be bool'),
+    ('tffd.lambda_inter', -5e-4, 'tffd.lambda_inter must be >= 0'),
+    ('tffd.lambda_intra', -8e-4, 'tffd.lambda_intra must be >= 0'),
 ]
 # Combinations: (overrides, what the error says)
 INVALID_COMBINATIONS = [

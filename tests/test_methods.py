@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from aikd_jax import config as config_lib
-from aikd_jax import losses, methods, run
+from aikd_jax import losses, methods, models, run
 from aikd_jax.methods import base
 from aikd_jax.train import loop
 from aikd_jax.train import state as state_lib
@@ -45,7 +45,7 @@ class Setup:
   def __init__(self, method: str, **overrides):
     self.config = config = typed_config(method, **overrides)
     self.method = methods.create(config)
-    self.model = base.student_model(config)
+    self.model = models.create(config.model.arch, NUM_CLASSES, width=config.model.width)
     self.state = state_lib.create_state(
         jax.random.key(0), model=self.model, method=self.method, optim=config.optim,
         image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, num_train_examples=NUM_TRAIN,
