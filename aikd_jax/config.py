@@ -98,6 +98,7 @@ class RunConfig:
   checkpoint: CheckpointConfig
   log_every_steps: int = field(POSITIVE)
   fast_compile: bool
+  profile_steps: int = field(NON_NEGATIVE)
   methods: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property

@@ -14,7 +14,8 @@ from aikd_jax.errors import ConfigError, WorkdirError
 
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = frozenset({'log_every_steps', 'checkpoint.max_to_keep', 'data.tfds_dir',
-                            'data.manual_dir', 'eval_batch_size', 'fast_compile'})
+                            'data.manual_dir', 'eval_batch_size', 'fast_compile',
+                            'profile_steps'})
 CONFIG_JSON = 'config.json'
 
 

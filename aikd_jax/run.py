@@ -11,7 +11,8 @@ import os
 from absl import logging
 import jax
 
-from aikd_jax import checkpointing, console, evaluation, methods, models, preflight, sharding
+from aikd_jax import checkpointing, console, evaluation, methods, models, preflight, results
+from aikd_jax import sharding
 from aikd_jax import config as config_lib
 from aikd_jax import workdir_lock
 from aikd_jax.data.pipeline import Pipeline
@@ -100,14 +101,15 @@ def _evaluate_imported_superior(config, pipeline, model_dir: str, superior_dir: 
   """With `superior_init`, phase 1 only scores the given superior on the test set."""
   variables = load_superior(config, model_dir, pipeline.num_classes)
   model = models.create(config.model.arch, pipeline.num_classes, **loop.model_options(config))
-  logits, labels = loop.eval_logits(jax.jit(steps.make_eval_step(model)),
-                                    jax.device_put(variables, sharding.replicated(mesh)),
-                                    pipeline, mesh)
+  logits, features, labels = loop.eval_outputs(
+      jax.jit(steps.make_eval_step(model)), jax.device_put(variables, sharding.replicated(mesh)),
+      pipeline, mesh)
   metrics = evaluation.classification_metrics(logits, labels, pipeline.num_classes)
-  results = dict(metrics, epochs=0, steps=0, seed=None, method='imported',
-                 arch=config.model.arch, dataset=config.data.name, train_time_s=0.0,
-                 images_per_s=0.0, source=os.path.abspath(model_dir))
-  loop.write_results(superior_dir, results, logits, labels, 'superior (imported)')
+  sup_config = dataclasses.replace(superior_config(config), num_epochs=0)
+  out = results.phase_results(phase='superior', config=sup_config, metrics=metrics, steps=0,
+                              train_time_s=0.0, best=(metrics['top1_err'], 0))
+  out.update(method='imported', seed=None, source=os.path.abspath(model_dir))
+  results.write(superior_dir, out, logits, labels, features, 'superior (imported)')
 
 
 def _run_superior(config, workdir: str, pipeline, mesh, stop_requested) -> str:
@@ -153,18 +155,28 @@ def run(raw_config, workdir: str, stop_requested=lambda: False) -> dict:
 def _train(config, workdir, pipeline, method, stop_requested) -> dict:
   mesh = sharding.make_mesh()
   logging.info('mesh: %d devices over %d processes', jax.device_count(), jax.process_count())
-  results = {}
+  out = {}
   if _wants_superior(config, method):
     superior_model = _run_superior(config, workdir, pipeline, mesh, stop_requested)
-    results['superior'] = _read_results(_superior_paths(config, workdir)[0])
+    out['superior'] = _read_results(_superior_paths(config, workdir)[0])
   student_dir = os.path.join(workdir, 'student')
   if not _is_finished(student_dir):
-    superior = (load_superior(config, superior_model, pipeline.num_classes)
-                if method.needs_superior else None)
-    phase = loop.Phase('student', student_dir, config, method, superior)
+    superior = info = None
+    if method.needs_superior:
+      superior = load_superior(config, superior_model, pipeline.num_classes)
+      info = _superior_info(config, workdir, results_of_superior=out.get('superior'))
+    phase = loop.Phase('student', student_dir, config, method, superior, info)
     loop.train_phase(phase, pipeline, mesh, stop_requested)
-  results['student'] = _read_results(student_dir)
-  return results
+  out['student'] = _read_results(student_dir)
+  return out
+
+
+def _superior_info(config, workdir: str, results_of_superior: dict) -> dict:
+  """Where the student's superior came from, for its results.json."""
+  phase_dir, model_dir = _superior_paths(config, workdir)
+  return {'dir': os.path.abspath(phase_dir), 'model': os.path.abspath(model_dir),
+          'seed': results_of_superior.get('seed'),
+          'top1_err': results_of_superior.get('top1_err')}
 
 
 def summary(results: dict, config, workdir: str) -> str:

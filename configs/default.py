@@ -107,4 +107,7 @@ def get_config():
   # Skip most XLA optimisations: compiles take half the time, steps run slower. For smoke
   # tests of tiny models, never for real runs.
   c.fast_compile = False
+  # Capture a jax.profiler trace of this many steps (after step 10) for TensorBoard's
+  # profile tab, in the phase folder; 0: off.
+  c.profile_steps = 0
   return c

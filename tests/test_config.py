@@ -27,6 +27,7 @@ INVALID = [
     ('log_every_steps', 0, 'log_every_steps must be > 0'),
     ('method', 'kd', "unknown method 'kd'"),
     ('fast_compile', 'yes', 'fast_compile must be bool'),
+    ('profile_steps', -1, 'profile_steps must be >= 0'),
     ('data.name', 'imagenet', "unknown dataset 'imagenet'"),
     ('data.train_subset', 0, 'data.train_subset must be > 0'),
     ('data.eval_subset', -1, 'data.eval_subset must be > 0'),

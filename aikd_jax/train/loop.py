@@ -4,7 +4,6 @@ Side effects live here (and in run.py); the steps it drives are pure (steps.py).
 """
 import dataclasses
 import errno
-import json
 import os
 import time
 from typing import Callable
@@ -12,10 +11,9 @@ from typing import Callable
 from absl import logging
 from clu import metric_writers, periodic_actions
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 
-from aikd_jax import checkpointing, evaluation, models, plots, sharding
+from aikd_jax import checkpointing, evaluation, models, results, sharding, throughput
 from aikd_jax.errors import ConfigError, NonFiniteLossError, OutOfSpaceError
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
@@ -33,6 +31,7 @@ class Phase:
   config: object
   method: object
   superior: dict | None = None  # frozen {'params', 'batch_stats'}, for the student phase
+  superior_info: dict | None = None  # where the superior came from, for results.json
 
 
 def model_options(config) -> dict:
@@ -64,32 +63,17 @@ def _mean_metrics(pending: list[tuple[int, dict]]) -> dict:
   return {k: float(np.mean([m[k] for _, m in pending])) for k in pending[0][1]}
 
 
-def eval_logits(eval_step, variables, pipeline, mesh) -> tuple[np.ndarray, np.ndarray]:
-  """Logits and labels of every test example exactly once (padding dropped)."""
-  logits, labels = [], []
+def eval_outputs(eval_step, variables, pipeline, mesh):
+  """(logits, penultimate features, labels) of every test example once (padding dropped)."""
+  logits, features, labels = [], [], []
   for batch in pipeline.eval_batches():
     batch = sharding.to_global(batch, mesh)
     keep = sharding.to_host(batch['mask'])
-    logits.append(sharding.to_host(eval_step(variables, batch['image']))[keep])
+    z, f = eval_step(variables, batch['image'])
+    logits.append(sharding.to_host(z)[keep])
+    features.append(sharding.to_host(f)[keep])
     labels.append(sharding.to_host(batch['label'])[keep])
-  return np.concatenate(logits), np.concatenate(labels)
-
-
-def write_results(directory: str, results: dict, logits, labels, title: str) -> None:
-  """reliability.png, then results.json (written atomically: it marks a finished phase).
-
-  Process 0 writes; every process waits until it has, so all of them see the phase end.
-  """
-  if jax.process_index() == 0:
-    os.makedirs(directory, exist_ok=True)
-    plots.reliability_diagram(logits, labels, os.path.join(directory, 'reliability.png'),
-                              title=title)
-    tmp = os.path.join(directory, 'results.json.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(results, f, indent=2)
-    os.replace(tmp, os.path.join(directory, 'results.json'))
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(f'results written to {directory}')
+  return np.concatenate(logits), np.concatenate(features), np.concatenate(labels)
 
 
 class _Trainer:
@@ -117,6 +101,10 @@ class _Trainer:
                                        steps_per_epoch=self.spe, lr_schedule=self.lr)
     self.train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=(0,))
     self.eval_step = jax.jit(steps.make_eval_step(self.model))
+    self.compiled_step = None  # compiled at the first batch (XLA's FLOP count comes with it)
+    self.flops_per_step = None
+    self.profile = throughput.profile_action(phase.directory, config.profile_steps)
+    self.best = (float('inf'), 0)  # (top-1 error, epoch) of the best epoch so far
     end_epoch = lambda state: state.replace(method=method.end_epoch(
         state.method, state_lib.variables_of(state.student)))
     self.end_epoch = jax.jit(end_epoch, out_shardings=repl, donate_argnums=(0,))
@@ -138,21 +126,43 @@ class _Trainer:
       return 0, 0
     self.state, meta = restored
     self.train_time_s = float(meta['train_time_s'])
+    self.best = (float(meta['best_top1_err']), int(meta['best_epoch']))
     logging.info('%s: resumed at epoch %d, step %d of the epoch', self.phase.name,
                  meta['epoch'], meta['step_in_epoch'])
     return int(meta['epoch']), int(meta['step_in_epoch'])
 
   def save(self, epoch: int, step_in_epoch: int) -> None:
-    meta = {'epoch': epoch, 'step_in_epoch': step_in_epoch, 'train_time_s': self.train_time_s}
+    meta = {'epoch': epoch, 'step_in_epoch': step_in_epoch, 'train_time_s': self.train_time_s,
+            'best_top1_err': self.best[0], 'best_epoch': self.best[1]}
     self.ckpt.save(epoch * self.spe + step_in_epoch, self.state, meta)
 
   # -- training ------------------------------------------------------------------------
-  def _log_train(self, pending, epoch):
+  def _step(self, batch):
+    """One train step, compiled at the first call; logs XLA's FLOPs per step once."""
+    if self.compiled_step is None:
+      self.compiled_step = self.train_step.lower(self.state, batch, self.superior).compile()
+      self.flops_per_step = throughput.step_flops(self.compiled_step)
+      logging.info('%s: global batch %d over %d devices, %.3g model FLOPs per step (XLA)',
+                   self.phase.name, self.config.batch_size, jax.device_count(),
+                   self.flops_per_step or float('nan'))
+    return self.compiled_step(self.state, batch, self.superior)
+
+  def throughput(self, steps: int, seconds: float) -> dict:
+    """images/s per device, FLOPs per step and MFU (None where the peak is unknown)."""
+    peak = throughput.device_peak_flops(jax.devices()[0].device_kind, self.config.dtype)
+    return throughput.throughput_summary(
+        global_batch=self.config.batch_size, step_time_s=seconds / max(steps, 1),
+        num_devices=jax.device_count(), flops_per_step=self.flops_per_step, peak=peak)
+
+  def _log_train(self, pending, epoch, seconds: float):
     jax.block_until_ready(pending[-1][1])
     pending = [(s, jax.device_get(m)) for s, m in pending]
     _check_finite(pending)
     step, means = pending[-1][0], _mean_metrics(pending)
     self.writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
+    rates = self.throughput(len(pending), seconds)
+    self.writer.write_scalars(step, {f'throughput/{k}': v for k, v in rates.items()
+                                     if v is not None})
     logging.info('%s epoch %d/%d step %d/%d: %s', self.phase.name, epoch + 1,
                  self.config.num_epochs, step, self.total_steps,
                  ', '.join(f'{k} {v:.4g}' for k, v in sorted(means.items())))
@@ -165,20 +175,23 @@ class _Trainer:
 
   def train_epoch(self, epoch: int, start_step: int) -> None:
     pending, t0 = [], time.perf_counter()
+    t_log = t0
     batches = self.pipeline.train_batches(epoch, start_step,
                                           paired=self.phase.method.batch == 'paired')
     batches = sharding.prefetch_to_device(batches, self.mesh)
     for i, batch in enumerate(batches, start=start_step):
-      self.state, metrics = self.train_step(self.state, batch, self.superior)
+      self.state, metrics = self._step(batch)
       step = epoch * self.spe + i + 1
       pending.append((step, metrics))
       self.report(step)
+      if self.profile is not None:
+        self.profile(step)
       if step % self.config.log_every_steps == 0 or i + 1 == self.spe:
-        self._log_train(pending, epoch)
-        pending = []
+        self._log_train(pending, epoch, time.perf_counter() - t_log)
+        pending, t_log = [], time.perf_counter()
       if self._should_stop(step) and i + 1 < self.spe:
         if pending:
-          self._log_train(pending, epoch)
+          self._log_train(pending, epoch, time.perf_counter() - t_log)
         self.train_time_s += time.perf_counter() - t0
         self.save(epoch, i + 1)
         self.ckpt.wait()
@@ -186,16 +199,18 @@ class _Trainer:
     self.train_time_s += time.perf_counter() - t0
 
   # -- evaluation ----------------------------------------------------------------------
-  def evaluate(self, epoch: int) -> tuple[dict, np.ndarray, np.ndarray]:
+  def evaluate(self, epoch: int):
+    """(metrics, logits, features, labels) on the test set; tracks the best epoch."""
     with self.report.timed('eval'):
-      logits, labels = eval_logits(self.eval_step,
-                                   state_lib.variables_of(self.state.student),
-                                   self.pipeline, self.mesh)
+      logits, features, labels = eval_outputs(
+          self.eval_step, state_lib.variables_of(self.state.student), self.pipeline, self.mesh)
       metrics = evaluation.classification_metrics(logits, labels, self.pipeline.num_classes)
+    if metrics['top1_err'] < self.best[0]:
+      self.best = (float(metrics['top1_err']), epoch + 1)
     self.writer.write_scalars((epoch + 1) * self.spe, {f'eval/{k}': v for k, v in metrics.items()})
     logging.info('%s epoch %d/%d eval: %s', self.phase.name, epoch + 1, self.config.num_epochs,
                  ', '.join(f'{k} {v:.4g}' for k, v in metrics.items()))
-    return metrics, logits, labels
+    return metrics, logits, features, labels
 
   def close(self):
     self.ckpt.close()
@@ -203,21 +218,21 @@ class _Trainer:
     self.writer.close()
 
 
-def _finish(trainer: _Trainer, metrics: dict, logits, labels) -> dict:
-  """Exports the model, then writes the plot and results.json (the phase's done marker)."""
+def _finish(trainer: _Trainer, metrics: dict, logits, features, labels) -> dict:
+  """Exports the model, then writes the phase's results (results.json last: done marker)."""
   phase, config = trainer.phase, trainer.config
   checkpointing.save_model(os.path.join(phase.directory, 'model'), arch=config.model.arch,
                            num_classes=trainer.pipeline.num_classes,
                            options=model_options(config),
                            variables=state_lib.variables_of(trainer.state.student))
   steps_done = config.num_epochs * trainer.spe
-  results = dict(metrics, epochs=config.num_epochs, steps=steps_done, seed=config.seed,
-                 method=phase.method.name, arch=config.model.arch, dataset=config.data.name,
-                 train_time_s=trainer.train_time_s,
-                 images_per_s=steps_done * config.batch_size / max(trainer.train_time_s, 1e-9))
-  write_results(phase.directory, results, logits, labels,
+  out = results.phase_results(
+      phase=phase.name, config=config, metrics=metrics, steps=steps_done,
+      train_time_s=trainer.train_time_s, best=trainer.best, superior=phase.superior_info,
+      throughput=trainer.throughput(steps_done, trainer.train_time_s))
+  results.write(phase.directory, out, logits, labels, features,
                 f'{phase.name} ({phase.method.name})')
-  return results
+  return out
 
 
 def _out_of_space(error: BaseException) -> bool:

@@ -73,7 +73,12 @@ def make_train_step(*, model, method, augment, seed: int, num_classes: int,
 
 
 def make_eval_step(model):
-  """Returns `eval_step(variables, images) -> logits` in eval mode."""
+  """Returns `eval_step(variables, images) -> (logits, features)` in eval mode.
+
+  `features` are the penultimate features: the global average of the pre-pool map
+  (what the classifier sees; the report's t-SNE embeds them).
+  """
   def eval_step(variables, images):
-    return model.apply(variables, images, train=False)
+    logits, feats = model.apply(variables, images, train=False, features=True)
+    return logits, feats['prepool'].mean(axis=(1, 2)).astype(jnp.float32)
   return eval_step
