@@ -73,12 +73,14 @@ def config_value(holder):
 
 
 def quiet_libraries(verbose: bool) -> None:
-  """Keeps library INFO lines (and TF's C++ logs) off stderr unless `verbose`."""
+  """Keeps library log lines (and TF's C++ logs) off stderr unless `verbose`.
+
+  They still reach WORKDIR/log.txt; what matters to the user is our own `error:` line.
+  """
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   if verbose:
     return
-  logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= py_logging.ERROR or any(s in r.pathname for s in _SHOWN))
+  logging.get_absl_handler().addFilter(lambda r: any(s in r.pathname for s in _SHOWN))
 
 
 def log_to_workdir(workdir: str, process_index: int) -> None:

@@ -4,14 +4,18 @@ import os
 import subprocess
 import sys
 
-from aikd_jax import checkpointing
+from aikd_jax import checkpointing, results
 from configs import demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULT_KEYS = {'top1_err', 'top5_err', 'f1_macro', 'ece', 'nll', 'ece_ts', 'temperature',
-               'ts_temperature_at_bound',
-               'epochs', 'steps', 'seed', 'method', 'arch', 'dataset', 'train_time_s',
-               'images_per_s'}
+RESULT_KEYS = set(results.KEYS)
+# Keys that differ between equal runs: wall-clock timing and where/when the code ran.
+RUN_SPECIFIC_KEYS = ('train_time_s', 'images_per_s', 'throughput', 'provenance')
+
+
+def comparable(result: dict) -> dict:
+  """results.json without the keys that differ between two runs of the same numbers."""
+  return {k: v for k, v in result.items() if k not in RUN_SPECIFIC_KEYS}
 
 
 def smoke_config(data_dirs, **overrides):

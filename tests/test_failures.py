@@ -19,7 +19,7 @@ import pytest
 
 from aikd_jax import console, run, workdir_lock
 from aikd_jax.errors import ConfigError, DataError, WorkdirError
-from tests.runs import ROOT, cli, cli_command, params_of, read_json, smoke_config
+from tests.runs import ROOT, cli, cli_command, comparable, params_of, read_json, smoke_config
 
 
 def one_error_line(proc, code: int) -> str:
@@ -41,10 +41,6 @@ def listing(folder) -> dict:
       st = os.stat(path)
       out[os.path.relpath(path, folder)] = (st.st_size, st.st_mtime_ns)
   return out
-
-
-def strip_timing(results: dict) -> dict:
-  return {k: v for k, v in results.items() if k not in ('train_time_s', 'images_per_s')}
 
 
 # -- bad input: one line, nothing written ------------------------------------------------
@@ -149,7 +145,7 @@ def test_damaged_results_json_is_recomputed_not_retrained(finished, data_dirs, t
     f.truncate(20)
   student_before = listing(os.path.join(workdir, 'student'))
   out = run.run(smoke_config(data_dirs), workdir)
-  assert strip_timing(out['superior']) == strip_timing(finished[1]['superior'])
+  assert comparable(out['superior']) == comparable(finished[1]['superior'])
   assert os.path.exists(path + '.damaged')
   assert listing(os.path.join(workdir, 'student')) == student_before
 
@@ -181,7 +177,7 @@ def test_damaged_checkpoint_is_moved_aside_and_training_ends_as_uninterrupted(
   _truncate_step(os.path.join(student, 'checkpoints'), damaged)
   resumed = run.run(config, workdir)
   assert os.listdir(os.path.join(student, 'checkpoints', 'damaged')) == [str(damaged)]
-  assert strip_timing(resumed['student']) == strip_timing(finished[1]['student'])
+  assert comparable(resumed['student']) == comparable(finished[1]['student'])
   jax.tree.map(np.testing.assert_array_equal,
                params_of(os.path.join(finished[0], 'student')), params_of(student))
 
@@ -298,7 +294,7 @@ def test_out_of_space_is_one_line_and_resumes_once_space_is_freed(finished, data
     proc = cli(str(workdir), data_dirs, *flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = read_json(workdir / 'student' / 'results.json')
-  assert strip_timing(res) == strip_timing(finished[1]['student'])
+  assert comparable(res) == comparable(finished[1]['student'])
 
 
 # -- internal errors ----------------------------------------------------------------------

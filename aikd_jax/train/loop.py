@@ -127,13 +127,15 @@ class _Trainer:
     self.state, meta = restored
     self.train_time_s = float(meta['train_time_s'])
     self.best = (float(meta['best_top1_err']), int(meta['best_epoch']))
+    self.flops_per_step = meta.get('flops_per_step')
     logging.info('%s: resumed at epoch %d, step %d of the epoch', self.phase.name,
                  meta['epoch'], meta['step_in_epoch'])
     return int(meta['epoch']), int(meta['step_in_epoch'])
 
   def save(self, epoch: int, step_in_epoch: int) -> None:
     meta = {'epoch': epoch, 'step_in_epoch': step_in_epoch, 'train_time_s': self.train_time_s,
-            'best_top1_err': self.best[0], 'best_epoch': self.best[1]}
+            'best_top1_err': self.best[0], 'best_epoch': self.best[1],
+            'flops_per_step': self.flops_per_step}
     self.ckpt.save(epoch * self.spe + step_in_epoch, self.state, meta)
 
   # -- training ------------------------------------------------------------------------
