@@ -91,6 +91,7 @@ class RunConfig:
   superior_seed: int | None = field(SEED)
   superior_init: str | None
   train_superior: str = field(one_of('auto', 'always'))
+  superior_augment: str = field(one_of('none', 'same'))
   data: DataConfig
   model: ModelConfig
   optim: OptimConfig

@@ -47,8 +47,10 @@ LEGEND = """\
   runs.csv (`best_top1_err`, `best_epoch`).
 - *paper* rows: the paper's number for the row above (its tables as named); an empty
   cell is one the paper does not report.
-- Baseline is plain cross-entropy training; where no student ran `baseline` for a seed,
-  the superior (phase 1) of that seed stands in.
+- Baseline is plain cross-entropy training; where no student ran `baseline` (for this
+  dataset and architecture), the superiors (phase 1) stand in.
+- A run with batch augmentation is its own row, labelled with it (e.g. `augment=cutmix 1
+  p=0.5, superior none`: the superior trained without it, `superior_augment`).
 - "(k pending)" after a method: k of its runs have a workdir but no results.json yet
   (running, queued or stopped); their cells read "pending" until one finishes. "—": no
   run of this method."""
@@ -76,10 +78,30 @@ class Run:
 
   @property
   def variant(self) -> str:
-    """The method's hyper-parameters as canonical JSON ('' for baseline: it has none)."""
-    if self.key[2] == 'baseline':
-      return ''
-    return json.dumps(self.results.get('method_config'), sort_keys=True)
+    """The method's hyper-parameters and batch augmentation as canonical JSON (baseline
+    has no hyper-parameters: '{}' unless it ran with augmentation)."""
+    aug = augment_label(self.results)
+    config = {} if self.key[2] == 'baseline' else self.results.get('method_config')
+    if aug and isinstance(config, dict):
+      config = {**config, 'augment': aug}
+    return json.dumps(config, sort_keys=True)
+
+
+def augment_label(results: dict) -> str:
+  """'cutmix 1 p=0.5, superior none': the run's batch augmentation (from provenance) and
+  whether its superior trained with it (superior_augment); '' without augmentation."""
+  config = (results.get('provenance') or {}).get('config') or {}
+  aug = config.get('augment') or {}
+  parts = []
+  if aug.get('cutout'):
+    parts.append(f'cutout {aug["cutout"]:g}')
+  if aug.get('mixup'):
+    parts.append(f'mixup {aug["mixup"]:g}')
+  if aug.get('cutmix'):
+    parts.append(f'cutmix {aug["cutmix"]:g} p={aug.get("cutmix_prob", 1.0):g}')
+  if parts and results.get('phase') != 'superior' and results.get('superior'):
+    parts.append(f'superior {config.get("superior_augment", "same")}')
+  return ', '.join(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +139,17 @@ class Row:
 
 
 def table_runs(runs: list[Run]) -> list[Run]:
-  """The runs the tables use: students, plus each superior as a Baseline row for a seed
-  that has no student `baseline` row; one run per (dataset, arch, method, variant, seed).
+  """The runs the tables use: students, plus the superiors as the Baseline row of a
+  (dataset, arch) where no student trained `baseline`; one run per (dataset, arch, method,
+  variant, seed).
+
+  A sweep's Baseline is its `baseline` students (seed k); its superiors (seed k + 1) would
+  otherwise add seeds the other methods do not have.
   """
   students = [r for r in runs if r.phase == 'student']
-  student_baselines = {(r.key, r.seed) for r in students if r.key[2] == 'baseline'}
+  with_baseline = {r.key[:2] for r in students if r.key[2] == 'baseline'}
   stand_ins = [r for r in runs if r.phase == 'superior' and r.key[2] == 'baseline'
-               and (r.key, r.seed) not in student_baselines]
+               and r.key[:2] not in with_baseline]
   chosen, seen = [], set()
   for run in sorted(students, key=lambda r: r.path) + sorted(stand_ins, key=lambda r: r.path):
     ident = (run.key, run.variant, run.seed)

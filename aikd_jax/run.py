@@ -21,9 +21,13 @@ from aikd_jax.train import loop, steps
 
 
 def superior_config(config: config_lib.RunConfig) -> config_lib.RunConfig:
-  """Phase 1 trains with plain CE under its own seed (`superior_seed`, default seed + 1)."""
+  """Phase 1 trains with plain CE under its own seed (`superior_seed`, default seed + 1),
+  without batch augmentation unless `superior_augment='same'`."""
   seed = config.seed + 1 if config.superior_seed is None else config.superior_seed
-  return dataclasses.replace(config, method='baseline', seed=seed)
+  augment = config.augment
+  if config.superior_augment == 'none':
+    augment = dataclasses.replace(augment, cutout=0, mixup=0.0, cutmix=0.0)
+  return dataclasses.replace(config, method='baseline', seed=seed, augment=augment)
 
 
 def _results_path(phase_dir: str) -> str:
@@ -150,6 +154,20 @@ def run(raw_config, workdir: str, stop_requested=lambda: False) -> dict:
     console.log_to_workdir(workdir, jax.process_index())
     preflight.write_config(config, workdir)
     return _train(config, workdir, pipeline, method, stop_requested)
+
+
+def run_superior_only(raw_config, workdir: str, stop_requested=lambda: False) -> dict:
+  """Trains (or skips, or resumes) only phase 1 into WORKDIR/superior; returns its results.
+
+  A sweep's shared superior: its students name WORKDIR with `superior_workdir`.
+  """
+  config, pipeline, _ = prepare(raw_config, workdir)
+  with workdir_lock.held(workdir, enabled=jax.process_index() == 0):
+    os.makedirs(workdir, exist_ok=True)
+    console.log_to_workdir(workdir, jax.process_index())
+    preflight.write_config(config, workdir)
+    _run_superior(config, workdir, pipeline, sharding.make_mesh(), stop_requested)
+    return _read_results(_superior_paths(config, workdir)[0])
 
 
 def _train(config, workdir, pipeline, method, stop_requested) -> dict:

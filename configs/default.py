@@ -27,6 +27,11 @@ def get_config():
   # Phase 1 trains the superior when the method needs one ('auto'), or always ('always':
   # the superior is also the paper's Baseline, plain CE under superior_seed).
   c.train_superior = 'auto'
+  # Batch augmentation (augment.*: Cutout, Mixup, CutMix) of phase 1: 'none' trains the
+  # superior as the plain baseline (the paper's superior is "the baseline ... trained
+  # following the standard training parameters"; section 5.5 adds the augmentations to
+  # the self-KD training), 'same' gives it the student's augment settings.
+  c.superior_augment = 'none'
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'cifar100'

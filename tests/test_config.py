@@ -24,6 +24,7 @@ INVALID = [
     ('dtype', 'float16', "dtype must be one of 'float32', 'bfloat16'"),
     ('superior_seed', -2, 'superior_seed must be in [0, 2^31)'),
     ('train_superior', 'never', "train_superior must be one of 'auto', 'always'"),
+    ('superior_augment', 'cutmix', "superior_augment must be one of 'none', 'same'"),
     ('log_every_steps', 0, 'log_every_steps must be > 0'),
     ('method', 'kd', "unknown method 'kd'"),
     ('fast_compile', 'yes', 'fast_compile must be bool'),
