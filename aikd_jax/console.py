@@ -31,6 +31,18 @@ def fail(message: str, code: int):
   sys.exit(code)
 
 
+def exit_after_failure(code) -> None:
+  """Ends the process at once after a failure (non-zero `code`), else returns.
+
+  Library threads (Orbax's async writers, asyncio loops) can print tracebacks while the
+  interpreter shuts down after an error; our `error:` line must stay the last line.
+  """
+  if isinstance(code, int) and code != 0:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
+
+
 def fail_internal(workdir: str):
   """An unexpected error: its traceback goes to WORKDIR/error.log, one line to stderr."""
   exc = sys.exc_info()[1]

@@ -94,4 +94,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=console.parse_flags)
+  try:
+    app.run(main, flags_parser=console.parse_flags)
+  except SystemExit as e:
+    console.exit_after_failure(e.code)
+    raise
