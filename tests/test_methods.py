@@ -362,14 +362,15 @@ def test_resume_mid_epoch_is_exact(smoke_runs, data_dirs, tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['pskd', 'cskd'])
+@pytest.mark.parametrize('name', ['pskd', 'cskd', 'zipf_ls', 'tffd', 'tfkd'])
 def test_four_devices_match_one(smoke_runs, data_dirs, tmp_path, name):
   """The CLI on 4 forced CPU devices ends where the 1-device run ends."""
   workdir, results = smoke_runs[name]
+  superior = [f'--config.superior_workdir={workdir}'] if 'superior' in results else []
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
   proc = subprocess.run(
       [sys.executable, '-m', 'aikd_jax.main', '--config=configs/demo.py:smoke',
-       f'--workdir={tmp_path}', f'--config.method={name}', *CLI_FLAGS,
+       f'--workdir={tmp_path}', f'--config.method={name}', *CLI_FLAGS, *superior,
        f'--config.data.manual_dir={data_dirs["manual_dir"]}',
        f'--config.data.tfds_dir={data_dirs["tfds_dir"]}'],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

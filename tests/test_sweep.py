@@ -288,8 +288,11 @@ def test_smoke_sweep_of_every_method(data_dirs, tmp_path):
   out = sweep.run_sweep(smoke_config(data_dirs), str(tmp_path), list(PAPER_METHODS), [0, 1],
                         log=_quiet([]))
   assert out.exit_code == 0 and len(out.trained) == 2 * (1 + len(PAPER_METHODS))
-  assert report.main([str(tmp_path), '--out', str(tmp_path / 'report')]) == 0
+  assert report.main([str(tmp_path), '--out', str(tmp_path / 'report'), '--tsne']) == 0
   text = (tmp_path / 'report' / 'report.md').read_text()
+  figures = sorted(p.name for p in (tmp_path / 'report').glob('*.png'))
+  assert 'reliability_fashion_mnist_preact_resnet18.png' in figures, figures
+  assert 'tsne_fashion_mnist_preact_resnet18_aikd.png' in figures, figures
   names = [report.METHOD_NAMES[m] for m in PAPER_METHODS]
   for name in names:
     rows = [l for l in text.splitlines() if l.startswith(f'| {name} |')]
