@@ -5,6 +5,7 @@ workdir locked and written. A finished phase (its results.json reads back) is sk
 half-finished one resumes. Phase 1 runs when the method needs a superior, or when
 `train_superior='always'` (the paper's Baseline row).
 """
+import contextlib
 import dataclasses
 import os
 
@@ -149,11 +150,18 @@ def run(raw_config, workdir: str, stop_requested=lambda: False) -> dict:
   workdir is touched.
   """
   config, pipeline, method = prepare(raw_config, workdir)
+  with _opened(workdir, config):
+    return _train(config, workdir, pipeline, method, stop_requested)
+
+
+@contextlib.contextmanager
+def _opened(workdir: str, config):
+  """The checked workdir, locked, with its log file and config.json (process 0 writes)."""
   with workdir_lock.held(workdir, enabled=jax.process_index() == 0):
     os.makedirs(workdir, exist_ok=True)
     console.log_to_workdir(workdir, jax.process_index())
     preflight.write_config(config, workdir)
-    return _train(config, workdir, pipeline, method, stop_requested)
+    yield
 
 
 def run_superior_only(raw_config, workdir: str, stop_requested=lambda: False) -> dict:
@@ -162,10 +170,7 @@ def run_superior_only(raw_config, workdir: str, stop_requested=lambda: False) ->
   A sweep's shared superior: its students name WORKDIR with `superior_workdir`.
   """
   config, pipeline, _ = prepare(raw_config, workdir)
-  with workdir_lock.held(workdir, enabled=jax.process_index() == 0):
-    os.makedirs(workdir, exist_ok=True)
-    console.log_to_workdir(workdir, jax.process_index())
-    preflight.write_config(config, workdir)
+  with _opened(workdir, config):
     _run_superior(config, workdir, pipeline, sharding.make_mesh(), stop_requested)
     return _read_results(_superior_paths(config, workdir)[0])
 
