@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from aikd_jax.errors import NonFiniteLossError, UserError, WorkdirError
+from aikd_jax.errors import NonFiniteLossError, WorkdirError
 
 MODEL_JSON = 'model.json'
 

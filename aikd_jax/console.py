@@ -6,6 +6,7 @@ lines (Orbax, TFDS, CLU's scalar echo, XLA) go only to WORKDIR/log.txt unless --
 import contextlib
 import logging as py_logging
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -127,3 +128,17 @@ def native_stderr_hidden(verbose: bool):
     finally:
       os.dup2(saved, 2)
       os.close(saved)
+
+
+def install_stop_handlers(stop: list, stopping_message: str) -> None:
+  """SIGTERM and the first Ctrl-C append to `stop` (the caller saves and stops); a second
+  Ctrl-C exits at once with status 130."""
+  def on_signal(signum, frame):
+    del frame
+    if signum == signal.SIGINT and stop:
+      fail('interrupted again: stopped without saving', 130)
+    stop.append(signum)
+    if signum == signal.SIGINT:
+      print(f'{stopping_message} (Ctrl-C again to quit now)', file=sys.stderr, flush=True)
+  signal.signal(signal.SIGTERM, on_signal)
+  signal.signal(signal.SIGINT, on_signal)

@@ -6,7 +6,6 @@ error writes its traceback to WORKDIR/error.log and names it. SIGTERM and the fi
 Ctrl-C save a checkpoint and exit 0; a second Ctrl-C exits at once (status 130).
 """
 import os
-import signal
 import sys
 
 from absl import app, flags, logging
@@ -41,20 +40,6 @@ def _wants_distributed() -> bool:
           or 'JAX_COORDINATOR_ADDRESS' in os.environ)
 
 
-def _install_stop_handlers(stop: list) -> None:
-  """SIGTERM and the first Ctrl-C ask for a save-and-stop; a second Ctrl-C exits now."""
-  def on_signal(signum, frame):
-    del frame
-    if signum == signal.SIGINT and stop:
-      console.fail('interrupted again: stopped without saving', 130)
-    stop.append(signum)
-    if signum == signal.SIGINT:
-      print('stopping: saving a checkpoint at the next step (Ctrl-C again to quit now)',
-            file=sys.stderr, flush=True)
-  signal.signal(signal.SIGTERM, on_signal)
-  signal.signal(signal.SIGINT, on_signal)
-
-
 def main(argv):
   del argv
   console.quiet_libraries(verbose=_VERBOSE.value)
@@ -77,7 +62,7 @@ def main(argv):
 
   stop = []
   if jax.process_count() == 1:  # with several processes, JAX's preemption service does it
-    _install_stop_handlers(stop)
+    console.install_stop_handlers(stop, 'stopping: saving a checkpoint at the next step')
   try:
     with distributed.peer_loss_ends_run():
       results = run.run(raw_config, workdir, stop_requested=lambda: bool(stop))

@@ -426,22 +426,6 @@ def _define_flags():
   }
 
 
-def _install_stop_handlers(stop: list) -> None:
-  """SIGTERM and the first Ctrl-C: the running cell saves and the sweep stops; a second
-  Ctrl-C exits at once (130). As aikd_jax.main's."""
-  import signal  # pylint: disable=g-import-not-at-top
-
-  def on_signal(signum, frame):
-    del frame
-    if signum == signal.SIGINT and stop:
-      console.fail('interrupted again: stopped without saving', 130)
-    stop.append(signum)
-    print('sweep: stopping: the running cell saves a checkpoint at its next step '
-          '(Ctrl-C again to quit now)', file=sys.stderr, flush=True)
-  signal.signal(signal.SIGTERM, on_signal)
-  signal.signal(signal.SIGINT, on_signal)
-
-
 def main(argv, config_flag, flag_values):
   del argv
   console.quiet_libraries(verbose=flag_values['verbose'].value)
@@ -472,7 +456,8 @@ def main(argv, config_flag, flag_values):
   with console.native_stderr_hidden(flag_values['verbose'].value):
     from aikd_jax import run  # pylint: disable=g-import-not-at-top,unused-import
   stop = []
-  _install_stop_handlers(stop)
+  console.install_stop_handlers(
+      stop, 'sweep: stopping: the running cell saves a checkpoint at its next step')
   try:
     outcome = run_sweep(raw, workdir, methods, seeds, variants, lambda: bool(stop),
                         extra={'command': ' '.join(sys.argv)})

@@ -56,3 +56,16 @@ def read_json(path):
 
 def params_of(phase_dir):
   return checkpointing.load_model(os.path.join(phase_dir, 'model'))[1]
+
+
+def count_convs(jaxpr) -> int:
+  """Convolutions in a jaxpr, including those inside cond branches and other sub-jaxprs."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == 'conv_general_dilated'
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        sub = getattr(sub, 'jaxpr', sub)  # ClosedJaxpr -> Jaxpr
+        if hasattr(sub, 'eqns'):
+          count += count_convs(sub)
+  return count

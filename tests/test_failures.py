@@ -259,10 +259,9 @@ def test_first_ctrl_c_saves_and_exits_zero(finished, data_dirs, tmp_path):
 
 
 def test_second_ctrl_c_exits_at_once(monkeypatch, capsys):
-  from aikd_jax import main  # pylint: disable=g-import-not-at-top
   handlers, stop = {}, []
   monkeypatch.setattr(signal, 'signal', lambda signum, handler: handlers.update({signum: handler}))
-  main._install_stop_handlers(stop)  # pylint: disable=protected-access
+  console.install_stop_handlers(stop, 'stopping')
   handlers[signal.SIGINT](signal.SIGINT, None)
   assert stop == [signal.SIGINT]
   with pytest.raises(SystemExit) as e:

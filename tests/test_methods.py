@@ -20,8 +20,7 @@ from aikd_jax.train import loop
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
 from configs import demo
-from tests import fakes
-from tests.runs import comparable
+from tests.runs import comparable, count_convs
 
 NUM_CLASSES, SPE, NUM_TRAIN, BATCH = 10, 4, 32, 8  # Fashion-MNIST has 10 classes
 IMAGE_SHAPE = (8, 8, 1)
@@ -90,19 +89,6 @@ class Setup:
 
   def convs(self) -> int:
     return count_convs(jax.make_jaxpr(self.step)(self.state, self.batch, self.superior).jaxpr)
-
-
-def count_convs(jaxpr) -> int:
-  """Convolutions in a jaxpr, including those inside cond branches and other sub-jaxprs."""
-  count = 0
-  for eqn in jaxpr.eqns:
-    count += eqn.primitive.name == 'conv_general_dilated'
-    for param in eqn.params.values():
-      for sub in param if isinstance(param, (tuple, list)) else (param,):
-        sub = getattr(sub, 'jaxpr', sub)  # ClosedJaxpr -> Jaxpr
-        if hasattr(sub, 'eqns'):
-          count += count_convs(sub)
-  return count
 
 
 def one_hot(labels):
@@ -261,14 +247,6 @@ def test_forward_passes_per_step():
 
 
 # -- end to end (slow) --------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def data_dirs(tmp_path_factory):
-  root = tmp_path_factory.mktemp('fashion')
-  (root / 'idx').mkdir()
-  fakes.write_fashion_files(str(root / 'idx'), n_train=96, n_test=40)
-  return {'manual_dir': str(root / 'idx'), 'tfds_dir': str(root / 'tfds')}
-
-
 @pytest.fixture(scope='module')
 def fast_compile():
   """What `main.py` does for `fast_compile` configs (the CLI runs compare to these)."""

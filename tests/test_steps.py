@@ -11,6 +11,7 @@ from aikd_jax.methods import aikd as aikd_lib
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
 from configs import demo
+from tests.runs import count_convs
 
 NUM_CLASSES, SPE = 10, 4
 IMAGE_SHAPE = (8, 8, 1)
@@ -42,24 +43,11 @@ def _setup(method_name, augment=None, **aikd):
   return config, method, model, state, superior, step, batch
 
 
-def _count_convs(jaxpr) -> int:
-  """Convolutions in a jaxpr, including those inside cond branches and other sub-jaxprs."""
-  count = 0
-  for eqn in jaxpr.eqns:
-    count += eqn.primitive.name == 'conv_general_dilated'
-    for param in eqn.params.values():
-      for sub in param if isinstance(param, (tuple, list)) else (param,):
-        sub = getattr(sub, 'jaxpr', sub)  # ClosedJaxpr -> Jaxpr
-        if hasattr(sub, 'eqns'):
-          count += _count_convs(sub)
-  return count
-
-
 def test_inactive_terms_cost_nothing():
   convs = {}
   for name in ('baseline', 'only_guide', 'only_progressive', 'no_adv', 'aikd'):
     _, method, _, state, superior, step, batch = _setup(name)
-    convs[name] = _count_convs(jax.make_jaxpr(step)(state, batch, superior).jaxpr)
+    convs[name] = count_convs(jax.make_jaxpr(step)(state, batch, superior).jaxpr)
     method_state = state.method or {}
     assert ('critic' in method_state) == (name == 'aikd')
     assert ('previous' in method_state) == (name in ('only_progressive', 'no_adv', 'aikd'))

@@ -1,10 +1,8 @@
 """End to end: both phases, outputs, skipping, exact resume, 1 vs 4 devices, bad input."""
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -14,8 +12,6 @@ from aikd_jax import checkpointing, models, run
 from aikd_jax.data.pipeline import Pipeline
 from aikd_jax.errors import UserError
 from aikd_jax.train import loop
-from configs import demo
-from tests import fakes
 
 from tests.runs import (RESULT_KEYS, ROOT, cli, cli_command, comparable, params_of, read_json,
                         smoke_config)
