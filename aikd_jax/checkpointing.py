@@ -12,12 +12,14 @@ import shutil
 from typing import Any
 
 from absl import logging
+from etils import epath
 from flax import traverse_util
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from aikd_jax import paths
 from aikd_jax.errors import NonFiniteLossError, WorkdirError
 
 MODEL_JSON = 'model.json'
@@ -38,7 +40,7 @@ class TrainCheckpointer:
   def __init__(self, directory: str, max_to_keep: int = 2):
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    self._manager = ocp.CheckpointManager(paths.resolve(directory), options=options)
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     """Saves `state` and `meta` under `step`; every process must call this."""
@@ -68,18 +70,18 @@ class TrainCheckpointer:
 
   def _move_aside(self, step: int) -> str:
     """Renames step `step`'s folder into `damaged/` (process 0), then re-reads the steps."""
-    root = os.fspath(self._manager.directory)
-    target = os.path.join(root, 'damaged', str(step))
+    root = epath.Path(self._manager.directory)
+    target = root / 'damaged' / str(step)
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(target), exist_ok=True)
+      target.parent.mkdir(parents=True, exist_ok=True)
       n = 1
-      while os.path.exists(target):
-        target, n = os.path.join(root, 'damaged', f'{step}.{n}'), n + 1
-      os.rename(os.path.join(root, str(step)), target)
+      while target.exists():
+        target, n = root / 'damaged' / f'{step}.{n}', n + 1
+      (root / str(step)).rename(target)  # on gs:// a copy of each object, then a delete
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'moved aside checkpoint {step}')
     self._manager.reload()
-    return target
+    return os.fspath(target)
 
   def reached_preemption(self, step: int) -> bool:
     """Multi-host: True on every process at the sync step after JAX's preemption notice."""
@@ -97,14 +99,21 @@ def save_model(directory: str, *, arch: str, num_classes: int, options: dict,
                variables: dict) -> None:
   """Exports {'params', 'batch_stats'} with the metadata needed to rebuild the module.
 
-  All-or-nothing: the model is written into a folder beside `directory`, `model.json`
-  last, and renamed into place; an existing `directory` is replaced only then. A model
-  left half-written by a crash has no `model.json` in place, so it never loads.
-  Raises NonFiniteLossError (nothing written) when a variable holds NaN or Inf.
+  All-or-nothing: locally, the model is written into a folder beside `directory`,
+  `model.json` last, and renamed into place; an existing `directory` is replaced only
+  then. On an object store (gs://), where renaming a folder copies every object, the
+  old `model.json` is deleted first, `variables/` rewritten in place and `model.json`
+  uploaded last. Either way a model left half-written by a crash has no `model.json` in
+  place, so it never loads. Raises NonFiniteLossError (nothing written) when a variable
+  holds NaN or Inf.
   """
-  directory = os.path.abspath(directory)
+  directory = paths.absolute(directory)
   variables = jax.tree.map(np.asarray, dict(variables))
   _check_finite(variables, directory)
+  if paths.is_remote(directory):
+    _save_model_in_place(epath.Path(directory), variables,
+                         {'arch': arch, 'num_classes': int(num_classes), 'options': dict(options)})
+    return
   tmp = _beside(directory, 'tmp')
   if jax.process_index() == 0:
     shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted export
@@ -120,6 +129,20 @@ def save_model(directory: str, *, arch: str, num_classes: int, options: dict,
     if jax.process_index() == 0:
       shutil.rmtree(tmp, ignore_errors=True)
     raise
+  _sync('save_model:done')
+
+
+def _save_model_in_place(directory: epath.Path, variables: dict, meta: dict) -> None:
+  """save_model on an object store: model.json (the done marker) goes first and comes last."""
+  if jax.process_index() == 0:
+    (directory / MODEL_JSON).unlink(missing_ok=True)
+    if (directory / 'variables').exists():
+      (directory / 'variables').rmtree()
+  _sync('save_model:start')
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(directory / 'variables', variables)
+  if jax.process_index() == 0:
+    paths.write_text_atomic(directory / MODEL_JSON, json.dumps(meta, indent=2))
   _sync('save_model:done')
 
 
@@ -163,13 +186,12 @@ def _sync(name: str) -> None:
 
 def read_model_meta(directory: str) -> dict:
   """The metadata of an exported model; a missing or damaged one is a one-line error."""
-  path = os.path.join(directory, MODEL_JSON)
-  if not os.path.exists(path):
+  path = epath.Path(directory) / MODEL_JSON
+  if not path.exists():
     raise WorkdirError(f'no exported model in {directory} (expected {MODEL_JSON} and '
                        'variables/)')
   try:
-    with open(path) as f:
-      meta = json.load(f)
+    meta = json.loads(path.read_text())
   except ValueError as e:
     raise WorkdirError(f'{path} is damaged (not valid JSON); export the model again') from e
   if not isinstance(meta, dict) or not {'arch', 'num_classes'} <= set(meta):
@@ -179,10 +201,10 @@ def read_model_meta(directory: str) -> dict:
 
 def load_model(directory: str, sharding=None) -> tuple[dict, dict]:
   """Returns (meta, variables) of an exported model, as host arrays or with `sharding`."""
-  directory = os.path.abspath(directory)
+  directory = paths.resolve(directory)
   meta = read_model_meta(directory)
   with ocp.StandardCheckpointer() as ckptr:
-    path = os.path.join(directory, 'variables')
+    path = directory / 'variables'
     abstract = ckptr.metadata(path).item_metadata
     abstract = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), abstract)

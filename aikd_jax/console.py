@@ -2,6 +2,8 @@
 
 stderr carries our progress lines, warnings and, last, the one error line. Library INFO and WARNING
 lines (Orbax, TFDS, CLU's scalar echo, XLA) go only to WORKDIR/log.txt unless --verbose.
+With a workdir on an object store (gs://), which cannot append to a file, the log and
+error.log are written locally instead, under `LOCAL_LOG_ROOT` (a line says where).
 """
 import contextlib
 import logging as py_logging
@@ -17,6 +19,7 @@ from aikd_jax.errors import INTERNAL_ERROR, ConfigError
 
 LOG_FILE = 'log.txt'
 ERROR_LOG = 'error.log'
+LOCAL_LOG_ROOT = os.path.join(tempfile.gettempdir(), 'aikd_jax_logs')
 # INFO lines from these paths stay on stderr: our own, and CLU's progress/ETA reports.
 _SHOWN = ('/aikd_jax/', 'clu/periodic_actions')
 
@@ -44,12 +47,28 @@ def exit_after_failure(code) -> None:
     os._exit(code)  # pylint: disable=protected-access
 
 
+def local_log_dir(workdir: str) -> str:
+  """Where the logs of a workdir on an object store go: LOCAL_LOG_ROOT/<bucket_path>."""
+  name = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in os.fspath(workdir))
+  return os.path.join(LOCAL_LOG_ROOT, name.strip('_'))
+
+
+def _log_dir(workdir: str) -> str:
+  return local_log_dir(workdir) if '://' in os.fspath(workdir) else os.fspath(workdir)
+
+
 def fail_internal(workdir: str):
-  """An unexpected error: its traceback goes to WORKDIR/error.log, one line to stderr."""
+  """An unexpected error: its traceback goes to WORKDIR/error.log, one line to stderr.
+
+  For a workdir on an object store, error.log goes to `local_log_dir(workdir)`.
+  """
   exc = sys.exc_info()[1]
   text = traceback.format_exc()
-  if os.path.isdir(workdir) and os.access(workdir, os.W_OK):
-    path = os.path.join(workdir, ERROR_LOG)
+  directory = _log_dir(workdir)
+  if directory != os.fspath(workdir):
+    os.makedirs(directory, exist_ok=True)
+  if os.path.isdir(directory) and os.access(directory, os.W_OK):
+    path = os.path.join(directory, ERROR_LOG)
     with open(path, 'a') as f:
       f.write(text)
   else:
@@ -97,9 +116,18 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def log_to_workdir(workdir: str, process_index: int) -> None:
-  """Every log line (library INFO included) also goes to WORKDIR/log.txt (log.K.txt)."""
+  """Every log line (library INFO included) also goes to WORKDIR/log.txt (log.K.txt).
+
+  An object store cannot append, so for gs://... the file is `local_log_dir(workdir)`/
+  log.txt on this host, and a line on stderr says so.
+  """
   name = LOG_FILE if process_index == 0 else f'log.{process_index}.txt'
-  handler = py_logging.FileHandler(os.path.join(workdir, name))
+  directory = _log_dir(workdir)
+  if directory != os.fspath(workdir):
+    os.makedirs(directory, exist_ok=True)
+    logging.info('the workdir %s is an object store: this host\'s log is %s', workdir,
+                 os.path.join(directory, name))
+  handler = py_logging.FileHandler(os.path.join(directory, name))
   handler.setFormatter(py_logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
   py_logging.getLogger().addHandler(handler)
 

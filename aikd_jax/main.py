@@ -11,7 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from aikd_jax import console, distributed
+from aikd_jax import console, distributed, paths, shared_workdir
 from aikd_jax.errors import ConfigError, DistributedError, UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (ml_collections).',
@@ -26,6 +26,9 @@ _COORDINATOR = flags.DEFINE_string(
     'coordinator', None, 'host:port of process 0, for clusters JAX does not detect itself.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator.')
+_WORKDIR_TIMEOUT = flags.DEFINE_float(
+    'workdir_timeout', shared_workdir.TIMEOUT_S, 'Multi-process runs: seconds every process '
+    'gets to read back a token process 0 wrote to the workdir (which must be shared).')
 _DISTRIBUTED_TIMEOUT = flags.DEFINE_float(
     'distributed_timeout', 300, 'Seconds to wait for every process to join a multi-process '
     'run before giving up with one line (exit status 7).')
@@ -46,7 +49,7 @@ def main(argv):
   raw_config = console.config_value(_CONFIG)
   if raw_config is None or not _WORKDIR.value:
     console.fail('both --config and --workdir are required', ConfigError.exit_code)
-  workdir = os.path.abspath(_WORKDIR.value)
+  workdir = paths.absolute(_WORKDIR.value)  # gs://... stays as it is
   import jax  # pylint: disable=g-import-not-at-top
   if _wants_distributed():
     try:
@@ -65,7 +68,8 @@ def main(argv):
     console.install_stop_handlers(stop, 'stopping: saving a checkpoint at the next step')
   try:
     with distributed.peer_loss_ends_run():
-      results = run.run(raw_config, workdir, stop_requested=lambda: bool(stop))
+      results = run.run(raw_config, workdir, stop_requested=lambda: bool(stop),
+                        shared_timeout_s=_WORKDIR_TIMEOUT.value)
   except UserError as e:
     console.fail(str(e), e.exit_code)
   except Preempted as e:

@@ -8,13 +8,13 @@ We build a `Figure` and attach a `FigureCanvasAgg` instead of using pyplot, so
 that no global backend is set or changed for other users of matplotlib in the
 process, and no figure lingers in pyplot's registry.
 """
-import os
+import io
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 import numpy as np
 
-from aikd_jax import evaluation
+from aikd_jax import evaluation, paths
 
 
 def _draw_reliability(ax, bins: evaluation.ReliabilityBins, ece: float) -> None:
@@ -75,17 +75,14 @@ def reliability_diagram(logits, labels, path: str, title: str = '',
   heading = f'ECE {ece:.2f}%, N = {int(bins.count.sum())}'
   fig.suptitle(f'{title}\n{heading}' if title else heading)
   fig.tight_layout()
-  parent = os.path.dirname(path)
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  fig.savefig(path, format='png')
+  _save(fig, path)
 
 
 def _save(fig: Figure, path: str) -> None:
-  parent = os.path.dirname(path)
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  fig.savefig(path, format='png')
+  """The PNG, written all-or-nothing to a local path or an object store (gs://)."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png')
+  paths.write_bytes_atomic(path, buffer.getvalue())
 
 
 def combined_reliability(curves, path: str, title: str = '', n_bins: int = 10) -> dict:

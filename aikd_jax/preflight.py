@@ -7,9 +7,10 @@ config). A run that fails here leaves the workdir exactly as it found it.
 import json
 import os
 
+from etils import epath
 import jax
 
-from aikd_jax import checkpointing
+from aikd_jax import checkpointing, paths
 from aikd_jax.errors import ConfigError, WorkdirError
 
 # Keys that may change between a run and its resumption without changing its results.
@@ -48,10 +49,10 @@ def check_augment(config, image_size: int) -> None:
 
 def check_exported_model(key: str, directory: str, expected: dict) -> None:
   """`directory` must hold a complete exported model whose metadata matches `expected`."""
-  if not os.path.isdir(directory):
+  if not epath.Path(directory).is_dir():
     raise ConfigError(f'{key} {directory} does not exist: fix --config.{key}')
   meta = checkpointing.read_model_meta(directory)  # WorkdirError when missing or damaged
-  if not os.path.isdir(os.path.join(directory, 'variables')):
+  if not (epath.Path(directory) / 'variables').is_dir():
     raise WorkdirError(f'{key} {directory} has {checkpointing.MODEL_JSON} but no variables/: '
                        'export or convert the model again')
   found = {'arch': meta.get('arch'), 'num_classes': meta.get('num_classes'),
@@ -64,24 +65,30 @@ def check_exported_model(key: str, directory: str, expected: dict) -> None:
 def read_json(path: str, what: str) -> dict:
   """A JSON file of a workdir; a damaged one is a one-line WorkdirError."""
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(epath.Path(path).read_text())
   except ValueError as e:
     raise WorkdirError(f'{path} is damaged ({what} is not valid JSON: {e}); restore it, or '
                        'delete it and use a new --workdir') from e
 
 
 def check_workdir(config, workdir: str) -> None:
-  """The workdir can be written, and a run already there has the same config."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  """The workdir can be written, and a run already there has the same config.
+
+  On an object store (gs://) there are no permission bits to ask and a probe object
+  would change the workdir, so writability is not checked here: the first write (the
+  run's config.json, after every check has passed) fails with the store's own error.
+  """
+  root = epath.Path(workdir)
+  if root.exists() and not root.is_dir():
     raise WorkdirError(f'--workdir {workdir} is a file, not a folder')
-  parent = workdir
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise WorkdirError(f'--workdir {workdir} cannot be written ({parent} is not writable)')
-  path = os.path.join(workdir, CONFIG_JSON)
-  if os.path.exists(path):
+  if not paths.is_remote(workdir):
+    parent = os.fspath(workdir)
+    while not os.path.exists(parent):
+      parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+      raise WorkdirError(f'--workdir {workdir} cannot be written ({parent} is not writable)')
+  path = root / CONFIG_JSON
+  if path.exists():
     saved = flatten(read_json(path, 'the run\'s config'))
     now = flatten(config.to_dict())
     differ = sorted(k for k in set(saved) | set(now)
@@ -93,9 +100,6 @@ def check_workdir(config, workdir: str) -> None:
 
 def write_config(config, workdir: str) -> None:
   """Writes WORKDIR/config.json (process 0), atomically: other processes may read it."""
-  path = os.path.join(workdir, CONFIG_JSON)
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-    os.replace(path + '.tmp', path)
+    paths.write_text_atomic(epath.Path(workdir) / CONFIG_JSON,
+                            json.dumps(config.to_dict(), indent=2, sort_keys=True))

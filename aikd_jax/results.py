@@ -8,6 +8,7 @@ seed, the final and the best epoch's top-1 error, throughput, and the provenance
 """
 import dataclasses
 import importlib.metadata
+import io
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from aikd_jax import plots
+from aikd_jax import paths, plots
 
 RESULTS_JSON = 'results.json'
 PREDICTIONS = 'predictions.npz'
@@ -96,18 +97,15 @@ def write(directory: str, results: dict, logits: np.ndarray, labels: np.ndarray,
   Process 0 writes; every process waits until it has, so all of them see the phase end.
   """
   if jax.process_index() == 0:
-    os.makedirs(directory, exist_ok=True)
     arrays = {'logits': logits.astype(np.float32), 'labels': labels.astype(np.int32)}
     if features is not None:
       arrays['features'] = features.astype(np.float32)
-    tmp = os.path.join(directory, 'predictions.tmp.npz')
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, os.path.join(directory, PREDICTIONS))
-    plots.reliability_diagram(logits, labels, os.path.join(directory, 'reliability.png'),
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    paths.write_bytes_atomic(paths.join(directory, PREDICTIONS), buffer.getvalue())
+    plots.reliability_diagram(logits, labels, paths.join(directory, 'reliability.png'),
                               title=title)
-    tmp = os.path.join(directory, RESULTS_JSON + '.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(_json_safe(results), f, indent=2)
-    os.replace(tmp, os.path.join(directory, RESULTS_JSON))
+    paths.write_text_atomic(paths.join(directory, RESULTS_JSON),
+                            json.dumps(_json_safe(results), indent=2))
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f'results written to {directory}')

@@ -7,13 +7,13 @@ half-finished one resumes. Phase 1 runs when the method needs a superior, or whe
 """
 import contextlib
 import dataclasses
-import os
 
 from absl import logging
+from etils import epath
 import jax
 
 from aikd_jax import checkpointing, console, evaluation, methods, models, preflight, results
-from aikd_jax import sharding
+from aikd_jax import paths, sharding, shared_workdir
 from aikd_jax import config as config_lib
 from aikd_jax import workdir_lock
 from aikd_jax.data.pipeline import Pipeline
@@ -32,7 +32,7 @@ def superior_config(config: config_lib.RunConfig) -> config_lib.RunConfig:
 
 
 def _results_path(phase_dir: str) -> str:
-  return os.path.join(phase_dir, 'results.json')
+  return paths.join(phase_dir, 'results.json')
 
 
 def _is_finished(phase_dir: str) -> bool:
@@ -42,14 +42,14 @@ def _is_finished(phase_dir: str) -> bool:
   the final evaluation runs again.
   """
   path = _results_path(phase_dir)
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     return False
   try:
     preflight.read_json(path, 'results')
     return True
   except WorkdirError:
     if jax.process_index() == 0:
-      os.replace(path, path + '.damaged')
+      epath.Path(path).replace(path + '.damaged')
       logging.warning('%s is damaged; moved it to %s.damaged and finishing the phase again',
                       path, path)
     return False
@@ -62,9 +62,9 @@ def _read_results(phase_dir: str) -> dict:
 def _superior_paths(config, workdir: str) -> tuple[str, str]:
   """(phase folder with results.json, exported model folder) of the superior."""
   if config.superior_init:
-    return os.path.join(workdir, 'superior'), config.superior_init
-  superior_dir = os.path.join(config.superior_workdir or workdir, 'superior')
-  return superior_dir, os.path.join(superior_dir, 'model')
+    return paths.join(workdir, 'superior'), paths.absolute(config.superior_init)
+  superior_dir = paths.join(paths.absolute(config.superior_workdir or workdir), 'superior')
+  return superior_dir, paths.join(superior_dir, 'model')
 
 
 def _wants_superior(config, method) -> bool:
@@ -88,7 +88,7 @@ def _preflight(config, workdir: str, pipeline: Pipeline, method) -> None:
     preflight.check_exported_model('superior_init', config.superior_init, expected)
   if config.superior_workdir and _wants_superior(config, method):
     superior_dir, model_dir = _superior_paths(config, workdir)
-    if not os.path.exists(_results_path(superior_dir)):
+    if not epath.Path(_results_path(superior_dir)).exists():
       raise WorkdirError(f'superior_workdir {config.superior_workdir} has no finished superior '
                          f'({_results_path(superior_dir)} is missing); finish that run first')
     preflight.check_exported_model('superior_workdir', model_dir, expected)
@@ -113,7 +113,7 @@ def _evaluate_imported_superior(config, pipeline, model_dir: str, superior_dir: 
   sup_config = dataclasses.replace(superior_config(config), num_epochs=0)
   out = results.phase_results(phase='superior', config=sup_config, metrics=metrics, steps=0,
                               train_time_s=0.0, best=(metrics['top1_err'], 0))
-  out.update(method='imported', seed=None, source=os.path.abspath(model_dir))
+  out.update(method='imported', seed=None, source=paths.absolute(model_dir))
   results.write(superior_dir, out, logits, labels, features, 'superior (imported)')
 
 
@@ -143,12 +143,16 @@ def prepare(raw_config, workdir: str):
   return config, pipeline, method
 
 
-def run(raw_config, workdir: str, stop_requested=lambda: False) -> dict:
+def run(raw_config, workdir: str, stop_requested=lambda: False,
+        shared_timeout_s: float = shared_workdir.TIMEOUT_S) -> dict:
   """Trains both phases (skipping finished ones) and returns their results.
 
   `raw_config` is the `ConfigDict` of the command line; it is checked before the
-  workdir is touched.
+  workdir is touched. `workdir` is a local folder or an object-store URL (gs://...).
+  With several processes, every one must see the same workdir: checked first, within
+  `shared_timeout_s` seconds (WorkdirError otherwise).
   """
+  workdir = paths.absolute(workdir)
   config, pipeline, method = prepare(raw_config, workdir)
   with _opened(workdir, config):
     return _train(config, workdir, pipeline, method, stop_requested)
@@ -158,8 +162,9 @@ def run(raw_config, workdir: str, stop_requested=lambda: False) -> dict:
 def _opened(workdir: str, config):
   """The checked workdir, locked, with its log file and config.json (process 0 writes)."""
   with workdir_lock.held(workdir, enabled=jax.process_index() == 0):
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     console.log_to_workdir(workdir, jax.process_index())
+    shared_workdir.check(workdir, shared_timeout_s)
     preflight.write_config(config, workdir)
     yield
 
@@ -182,7 +187,7 @@ def _train(config, workdir, pipeline, method, stop_requested) -> dict:
   if _wants_superior(config, method):
     superior_model = _run_superior(config, workdir, pipeline, mesh, stop_requested)
     out['superior'] = _read_results(_superior_paths(config, workdir)[0])
-  student_dir = os.path.join(workdir, 'student')
+  student_dir = paths.join(workdir, 'student')
   if not _is_finished(student_dir):
     superior = info = None
     if method.needs_superior:
@@ -197,7 +202,7 @@ def _train(config, workdir, pipeline, method, stop_requested) -> dict:
 def _superior_info(config, workdir: str, results_of_superior: dict) -> dict:
   """Where the student's superior came from, for its results.json."""
   phase_dir, model_dir = _superior_paths(config, workdir)
-  return {'dir': os.path.abspath(phase_dir), 'model': os.path.abspath(model_dir),
+  return {'dir': paths.absolute(phase_dir), 'model': paths.absolute(model_dir),
           'seed': results_of_superior.get('seed'),
           'top1_err': results_of_superior.get('top1_err')}
 
@@ -207,7 +212,7 @@ def summary(results: dict, config, workdir: str) -> str:
   keys = [('top1_err', 'top-1 err %'), ('top5_err', 'top-5 err %'), ('f1_macro', 'F1 %'),
           ('ece', 'ECE %'), ('ece_ts', 'ECE (TS) %')]
   stu, sup = results['student'], results.get('superior')
-  dirs = [os.path.join(workdir, 'student')]
+  dirs = [paths.join(workdir, 'student')]
   head = f'{"":14s}' + (f'{"superior":>12s}' if sup else '')
   lines = [head + f'{"student (" + stu["method"] + ")":>22s}']
   for k, label in keys:

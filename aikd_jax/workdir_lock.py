@@ -9,6 +9,11 @@ O_EXCL, so two runs never both take it.
 
 Written by hand: Orbax, CLU and TFDS offer no workdir lock, and `fcntl` locks do not
 hold across the hosts of a shared file system.
+
+On an object store (gs://...) there is no O_EXCL create, no pid to probe and epath
+offers no generation-match create, so no lock is taken: a warning says so, and
+protection against a second writer rests on running one job per workdir (README,
+"GPU and TPU").
 """
 import contextlib
 import json
@@ -16,6 +21,8 @@ import os
 import socket
 import threading
 import time
+
+from absl import logging
 
 from aikd_jax.errors import WorkdirError
 
@@ -97,6 +104,11 @@ def acquire(workdir: str) -> str:
 def held(workdir: str, enabled: bool = True):
   """Holds the workdir's lock (if `enabled`: process 0) for the body, with a heartbeat."""
   if not enabled:
+    yield
+    return
+  if '://' in os.fspath(workdir):
+    logging.warning('workdir %s is on an object store, where runs cannot be locked out: '
+                    'start one run per workdir', workdir)
     yield
     return
   path = acquire(workdir)

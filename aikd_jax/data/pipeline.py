@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from aikd_jax import paths
 from aikd_jax.data import augment  # also hides GPUs from TF
 from aikd_jax.data import builders  # noqa: F401  (registers our TFDS builders)
 from aikd_jax.data import datasets
@@ -291,7 +292,12 @@ def _local_size(global_size: int, process_count: int, name: str) -> int:
 
 
 def _ready_builder(spec: datasets.DatasetSpec, tfds_dir: str | None, manual_dir: str | None):
-  """The TFDS builder of `spec`, prepared from local files first if it can be."""
+  """The TFDS builder of `spec`, prepared from local files first if it can be.
+
+  `tfds_dir` and `manual_dir` may be local folders (made absolute) or gs://... URLs.
+  """
+  tfds_dir = paths.absolute(tfds_dir) if tfds_dir else None
+  manual_dir = paths.absolute(manual_dir) if manual_dir else None
   builder = tfds.builder(spec.tfds_name, data_dir=tfds_dir)
   if _has_data(builder, spec.train_split):
     return builder
@@ -304,7 +310,7 @@ def _ready_builder(spec: datasets.DatasetSpec, tfds_dir: str | None, manual_dir:
   if manual_dir is None:
     manual_dir = spec.manual_dir
     if tfds_dir and manual_dir == datasets.TFDS_MANUAL_DIR:  # follow a custom data dir
-      manual_dir = os.path.join(tfds_dir, 'downloads', 'manual')
+      manual_dir = paths.join(tfds_dir, 'downloads', 'manual')
   _prepare_from_local_files(builder, manual_dir)
   return tfds.builder(spec.tfds_name, data_dir=tfds_dir)
 

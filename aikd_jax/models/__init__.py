@@ -1,5 +1,5 @@
 """Model zoo: `create(arch, num_classes, **options)` and `load(directory)`."""
-import os
+from etils import epath
 
 from aikd_jax.models import cifar_densenet  # noqa: F401  (registers architectures)
 from aikd_jax.models import densenet  # noqa: F401
@@ -20,8 +20,9 @@ def load(directory: str):
   `module.apply(variables, images_nhwc, train=False)` gives the logits.
   """
   from aikd_jax import checkpointing  # pylint: disable=g-import-not-at-top (keeps orbax lazy)
-  if not os.path.exists(os.path.join(directory, checkpointing.MODEL_JSON)):
-    directory = os.path.join(directory, 'model')
+  directory = epath.Path(directory)  # a local folder or gs://...
+  if not (directory / checkpointing.MODEL_JSON).exists():
+    directory = directory / 'model'
   meta, variables = checkpointing.load_model(directory)
   module = create(meta['arch'], meta['num_classes'], **meta['options'])
   return module, variables

@@ -4,7 +4,6 @@ Side effects live here (and in run.py); the steps it drives are pure (steps.py).
 """
 import dataclasses
 import errno
-import os
 import time
 from typing import Callable
 
@@ -13,7 +12,7 @@ from clu import metric_writers, periodic_actions
 import jax
 import numpy as np
 
-from aikd_jax import checkpointing, evaluation, models, results, sharding, throughput
+from aikd_jax import checkpointing, evaluation, models, paths, results, sharding, throughput
 from aikd_jax.errors import ConfigError, NonFiniteLossError, OutOfSpaceError
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
@@ -109,10 +108,10 @@ class _Trainer:
         state.method, state_lib.variables_of(state.student)))
     self.end_epoch = jax.jit(end_epoch, out_shardings=repl, donate_argnums=(0,))
     self.superior = jax.device_put(phase.superior, repl) if phase.superior else None
-    self.ckpt = checkpointing.TrainCheckpointer(os.path.join(phase.directory, 'checkpoints'),
+    self.ckpt = checkpointing.TrainCheckpointer(paths.join(phase.directory, 'checkpoints'),
                                                 config.checkpoint.max_to_keep)
-    self.writer = metric_writers.create_default_writer(
-        phase.directory, just_logging=jax.process_index() > 0, asynchronous=True)
+    self.writer = metric_writers.create_default_writer(  # gs:// goes through tf.io.gfile
+        paths.absolute(phase.directory), just_logging=jax.process_index() > 0, asynchronous=True)
     self.report = periodic_actions.ReportProgress(
         num_train_steps=self.total_steps, writer=self.writer,
         every_steps=config.log_every_steps)
@@ -223,7 +222,7 @@ class _Trainer:
 def _finish(trainer: _Trainer, metrics: dict, logits, features, labels) -> dict:
   """Exports the model, then writes the phase's results (results.json last: done marker)."""
   phase, config = trainer.phase, trainer.config
-  checkpointing.save_model(os.path.join(phase.directory, 'model'), arch=config.model.arch,
+  checkpointing.save_model(paths.join(phase.directory, 'model'), arch=config.model.arch,
                            num_classes=trainer.pipeline.num_classes,
                            options=model_options(config),
                            variables=state_lib.variables_of(trainer.state.student))

@@ -9,6 +9,7 @@ prepares it automatically on first use.
 import gzip
 import os
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -30,10 +31,14 @@ def read_idx(path: str) -> np.ndarray:
   The format: two zero bytes, the element type, the number of dimensions n,
   n big-endian int32 sizes, then the data in C order.
   """
-  opener = gzip.open if path.endswith('.gz') else open
+  path = os.fspath(path)
   try:
-    with opener(path, 'rb') as f:
-      data = f.read()
+    with epath.Path(path).open('rb') as raw:  # a local file or gs://...
+      if path.endswith('.gz'):
+        with gzip.open(raw, 'rb') as f:
+          data = f.read()
+      else:
+        data = raw.read()
   except (OSError, EOFError) as e:
     raise DataError(f'Fashion-MNIST: {path} is truncated or damaged ({e}); {_FIX}') from None
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _IDX_UBYTE:
@@ -61,7 +66,7 @@ def check_files(manual_dir: str) -> None:
   """Raises DataError unless the four IDX files are in `manual_dir`."""
   for names in FILES.values():
     for name in names:
-      if not os.path.isfile(os.path.join(manual_dir, name)):
+      if not epath.Path(manual_dir, name).is_file():
         raise DataError(missing_message(manual_dir))
 
 

@@ -1,0 +1,60 @@
+"""Paths the program reads and writes: local folders or object stores (gs://...).
+
+Every path goes through `etils.epath`, as in Orbax and TFDS: with TensorFlow installed
+(our stack), epath reaches gs:// through `tf.io.gfile`; with `EPATH_USE_TF=false`, through
+fsspec/gcsfs. Local paths are made absolute; URLs (`gs://`, `s3://`, ...) are left alone.
+
+Atomic writes (`write_bytes_atomic`): on a local file system the content goes to a
+temporary name in the same folder, then `os.replace` renames it into place (atomic in
+POSIX). On an object store a rename is a copy plus a delete, so there the content is
+uploaded straight to its final name: an object becomes visible only when its upload
+completes, whole (GCS's single-object writes are atomic and strongly consistent), so a
+reader sees the old object, or no object, or the new one, never a part.
+"""
+import os
+
+from etils import epath
+
+PathLike = str | os.PathLike
+
+
+def is_remote(path: PathLike) -> bool:
+  """True for a URL (gs://, s3://, ...): an object store without POSIX semantics."""
+  return '://' in os.fspath(path)
+
+
+def resolve(path: PathLike) -> epath.Path:
+  """An epath.Path: a local path made absolute (and ~ expanded), a URL unchanged."""
+  text = os.fspath(path)
+  if is_remote(text):
+    return epath.Path(text)
+  return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def absolute(path: PathLike) -> str:
+  """`resolve` as a string: gs://BUCKET/... or /abs/local/path."""
+  return os.fspath(resolve(path))
+
+
+def join(path: PathLike, *parts: str) -> str:
+  """A string path below `path` (works for gs:// as for local folders)."""
+  return os.fspath(epath.Path(os.fspath(path)).joinpath(*parts))
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+  """Writes `data` to `path` all-or-nothing (see the module docstring for how)."""
+  path = epath.Path(os.fspath(path))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if is_remote(path):
+    path.write_bytes(data)  # one object upload: atomic on GCS
+    return
+  tmp = path.parent / f'.{path.name}.tmp.{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+  write_bytes_atomic(path, text.encode())
