@@ -41,6 +41,9 @@ def exit_after_failure(code) -> None:
   Library threads (Orbax's async writers, asyncio loops) can print tracebacks while the
   interpreter shuts down after an error; our `error:` line must stay the last line.
   """
+  jax = sys.modules.get('jax')
+  if jax is not None and jax.process_count() > 1:
+    return  # process 0 hosts JAX's coordination service: its peers need a clean shutdown
   if isinstance(code, int) and code != 0:
     sys.stdout.flush()
     sys.stderr.flush()

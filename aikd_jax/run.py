@@ -154,12 +154,12 @@ def run(raw_config, workdir: str, stop_requested=lambda: False,
   """
   workdir = paths.absolute(workdir)
   config, pipeline, method = prepare(raw_config, workdir)
-  with _opened(workdir, config):
+  with _opened(workdir, config, shared_timeout_s):
     return _train(config, workdir, pipeline, method, stop_requested)
 
 
 @contextlib.contextmanager
-def _opened(workdir: str, config):
+def _opened(workdir: str, config, shared_timeout_s: float = shared_workdir.TIMEOUT_S):
   """The checked workdir, locked, with its log file and config.json (process 0 writes)."""
   with workdir_lock.held(workdir, enabled=jax.process_index() == 0):
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -174,6 +174,7 @@ def run_superior_only(raw_config, workdir: str, stop_requested=lambda: False) ->
 
   A sweep's shared superior: its students name WORKDIR with `superior_workdir`.
   """
+  workdir = paths.absolute(workdir)
   config, pipeline, _ = prepare(raw_config, workdir)
   with _opened(workdir, config):
     _run_superior(config, workdir, pipeline, sharding.make_mesh(), stop_requested)
