@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import traceback
 
 from absl import flags, logging
@@ -115,7 +116,9 @@ def quiet_libraries(verbose: bool) -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   if verbose:
     return
-  logging.get_absl_handler().addFilter(lambda r: any(s in r.pathname for s in _SHOWN))
+  logging.get_absl_handler().addFilter(
+      lambda r: not getattr(r, 'library', False) and any(s in r.pathname for s in _SHOWN))
+  sys.stderr = _OtherThreadsToLog(sys.stderr)
 
 
 def log_to_workdir(workdir: str, process_index: int) -> None:
@@ -173,3 +176,32 @@ def install_stop_handlers(stop: list, stopping_message: str) -> None:
       print(f'{stopping_message} (Ctrl-C again to quit now)', file=sys.stderr, flush=True)
   signal.signal(signal.SIGTERM, on_signal)
   signal.signal(signal.SIGINT, on_signal)
+
+
+
+class _OtherThreadsToLog:
+  """sys.stderr for the user: the main thread's text passes; other threads' goes to the log.
+
+  TensorStore's C++ threads print Python tracebacks (callbacks into Orbax's closed asyncio
+  loop after a failed save) straight to sys.stderr, past logging and sys.excepthook; they
+  would bury the one `error:` line. They are kept, whole lines at a time, in log.txt.
+  """
+
+  def __init__(self, stream):
+    self._stream = stream
+    self._pending = threading.local()
+
+  def write(self, text: str) -> int:
+    if threading.current_thread() is threading.main_thread():
+      return self._stream.write(text)
+    pending = getattr(self._pending, 'text', '') + text
+    *lines, self._pending.text = pending.split('\n')
+    for line in lines:
+      py_logging.getLogger('aikd_jax.library').warning('%s', line, extra={'library': True})
+    return len(text)
+
+  def flush(self) -> None:
+    self._stream.flush()
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)

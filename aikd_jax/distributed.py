@@ -32,7 +32,8 @@ import time
 from aikd_jax.errors import DistributedError
 
 HEARTBEAT_S = 1.0  # how often each process bumps its counter
-PEER_TIMEOUT_S = 30.0  # a peer silent this long is taken as lost
+# A peer silent this long is taken as lost (AIKD_JAX_PEER_TIMEOUT_S overrides it: tests).
+PEER_TIMEOUT_S = float(os.environ.get('AIKD_JAX_PEER_TIMEOUT_S', '30'))
 _JAX_GRACE_S = 60  # JAX's own deadlines are ours plus this
 _KEY = 'aikd_jax/alive/'
 _DONE = 'aikd_jax/done/'

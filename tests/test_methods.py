@@ -354,7 +354,11 @@ def test_four_devices_match_one(smoke_runs, data_dirs, tmp_path, name):
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   one, four = final_state(os.path.join(workdir, 'student')), final_state(str(tmp_path / 'student'))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-3),
+  # Zipf's votes (an argmax per position) and TF-FD's channel order (a sort by saliency)
+  # are discontinuous: a 4-device reduction order can flip a near-tie, so their
+  # parameters agree less tightly (about 1 %); the metrics below are as tight for all.
+  atol, rtol = (5e-3, 5e-2) if name in ('zipf_ls', 'tffd') else (2e-4, 1e-3)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=atol, rtol=rtol),
                one['student']['params'], four['student']['params'])
   if name == 'pskd':
     np.testing.assert_allclose(one['method']['table'], four['method']['table'], atol=2e-4)

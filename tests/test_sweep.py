@@ -171,8 +171,8 @@ def test_a_failing_cell_is_reported_and_the_others_finish(data_dirs, tmp_path, f
   # Again: only the failed cells run.
   calls.clear()
   del fail['pskd'], fail['cskd']
-  out = sweep.run_sweep(smoke_config(data_dirs), str(tmp_path), list(PAPER_METHODS), [0, 1],
-                        log=_quiet([]))
+  one_epoch = smoke_config(data_dirs, num_epochs=1)  # every method x 2 seeds: keep it short
+  out = sweep.run_sweep(one_epoch, str(tmp_path), list(PAPER_METHODS), [0, 1], log=_quiet([]))
   assert out.exit_code == 0 and sorted(calls) == sorted(
       str(tmp_path / m / f'seed{s}') for m in ('pskd', 'cskd') for s in (0, 1))
 
@@ -285,8 +285,8 @@ def test_report_reads_a_sweep(small_sweep, tmp_path):
 @pytest.mark.slow
 def test_smoke_sweep_of_every_method(data_dirs, tmp_path):
   """Every method x 2 seeds: finishes, and the report has one row per method, mean ± std."""
-  out = sweep.run_sweep(smoke_config(data_dirs), str(tmp_path), list(PAPER_METHODS), [0, 1],
-                        log=_quiet([]))
+  one_epoch = smoke_config(data_dirs, num_epochs=1)  # every method x 2 seeds: keep it short
+  out = sweep.run_sweep(one_epoch, str(tmp_path), list(PAPER_METHODS), [0, 1], log=_quiet([]))
   assert out.exit_code == 0 and len(out.trained) == 2 * (1 + len(PAPER_METHODS))
   assert report.main([str(tmp_path), '--out', str(tmp_path / 'report'), '--tsne']) == 0
   text = (tmp_path / 'report' / 'report.md').read_text()
