@@ -18,10 +18,10 @@ smoke: setup fashion-mnist
 	$(PY) -m aikd_jax.main --config=configs/demo.py:smoke --workdir=workdirs/smoke
 
 test: setup shellcheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-fast: setup shellcheck
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/step_time.py

@@ -29,10 +29,15 @@ def one_line(text: str) -> str:
   return ' '.join(str(text).replace('\\n', ' ').split())
 
 
+def user_stderr():
+  """The user's stderr, also from a thread other than the main one (see quiet_libraries)."""
+  return getattr(sys.stderr, 'user_stream', sys.stderr)
+
+
 def fail(message: str, code: int):
   """Prints `error: message` as the last line on stderr and exits with `code`."""
   sys.stdout.flush()
-  print(f'error: {one_line(message)}', file=sys.stderr, flush=True)
+  print(f'error: {one_line(message)}', file=user_stderr(), flush=True)
   sys.exit(code)
 
 
@@ -116,6 +121,7 @@ def quiet_libraries(verbose: bool) -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   if verbose:
     return
+  py_logging.raiseExceptions = False  # a full disk must not print logging's own tracebacks
   logging.get_absl_handler().addFilter(
       lambda r: not getattr(r, 'library', False) and any(s in r.pathname for s in _SHOWN))
   sys.stderr = _OtherThreadsToLog(sys.stderr)
@@ -188,7 +194,7 @@ class _OtherThreadsToLog:
   """
 
   def __init__(self, stream):
-    self._stream = stream
+    self._stream = self.user_stream = stream
     self._pending = threading.local()
 
   def write(self, text: str) -> int:

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 
+from aikd_jax import console
 from aikd_jax.errors import DistributedError
 
 HEARTBEAT_S = 1.0  # how often each process bumps its counter
@@ -47,8 +48,9 @@ _watchdog = None  # the PeerWatchdog of this process, once started
 
 def _exit_with(message: str) -> None:
   """Prints `error: message` and ends the process at once (from any thread)."""
-  sys.stderr.write(f'error: {message}\n')
-  sys.stderr.flush()
+  stderr = console.user_stderr()  # this may run in the watchdog thread
+  stderr.write(f'error: {message}\n')
+  stderr.flush()
   os._exit(DistributedError.exit_code)  # pylint: disable=protected-access
 
 

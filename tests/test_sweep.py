@@ -171,8 +171,8 @@ def test_a_failing_cell_is_reported_and_the_others_finish(data_dirs, tmp_path, f
   # Again: only the failed cells run.
   calls.clear()
   del fail['pskd'], fail['cskd']
-  one_epoch = smoke_config(data_dirs, num_epochs=1)  # every method x 2 seeds: keep it short
-  out = sweep.run_sweep(one_epoch, str(tmp_path), list(PAPER_METHODS), [0, 1], log=_quiet([]))
+  out = sweep.run_sweep(smoke_config(data_dirs), str(tmp_path), list(PAPER_METHODS), [0, 1],
+                        log=_quiet([]))
   assert out.exit_code == 0 and sorted(calls) == sorted(
       str(tmp_path / m / f'seed{s}') for m in ('pskd', 'cskd') for s in (0, 1))
 
