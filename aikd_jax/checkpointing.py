@@ -20,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from aikd_jax import paths
-from aikd_jax.errors import NonFiniteLossError, WorkdirError
+from aikd_jax.errors import ConfigError, NonFiniteLossError, WorkdirError
 
 MODEL_JSON = 'model.json'
 
@@ -199,10 +199,33 @@ def read_model_meta(directory: str) -> dict:
   return meta
 
 
-def load_model(directory: str, sharding=None) -> tuple[dict, dict]:
-  """Returns (meta, variables) of an exported model, as host arrays or with `sharding`."""
-  directory = paths.resolve(directory)
+def check_model(directory: str, expected: dict | None = None, key: str = 'model') -> dict:
+  """The metadata of the complete exported model in `directory`, which must fit `expected`.
+
+  The one set of checks for every reader (superior, init weights, `models.load`): the
+  folder exists, `model.json` reads back, `variables/` is there, and `expected`'s keys
+  (arch, num_classes, width) match. Each failure is one line naming `key`.
+  """
+  if not epath.Path(directory).is_dir():
+    raise ConfigError(f'{key} {directory} does not exist: fix --config.{key}')
   meta = read_model_meta(directory)
+  if not (epath.Path(directory) / 'variables').is_dir():
+    raise WorkdirError(f'{key} {directory} has {MODEL_JSON} but no variables/: '
+                       'export or convert the model again')
+  expected = expected or {}
+  found = {'arch': meta.get('arch'), 'num_classes': meta.get('num_classes'),
+           'width': meta.get('options', {}).get('width', expected.get('width'))}
+  bad = [f'{k} {found[k]!r} (this run: {v!r})' for k, v in expected.items() if found[k] != v]
+  if bad:
+    raise ConfigError(f'{key} {directory} does not fit this run: {", ".join(bad)}')
+  return meta
+
+
+def load_model(directory: str, sharding=None, *, expected: dict | None = None,
+               key: str = 'model') -> tuple[dict, dict]:
+  """(meta, variables) of an exported model (`check_model` first), host arrays or sharded."""
+  directory = paths.resolve(directory)
+  meta = check_model(directory, expected, key)
   with ocp.StandardCheckpointer() as ckptr:
     path = directory / 'variables'
     abstract = ckptr.metadata(path).item_metadata

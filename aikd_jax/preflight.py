@@ -10,7 +10,7 @@ import os
 from etils import epath
 import jax
 
-from aikd_jax import checkpointing, paths
+from aikd_jax import paths
 from aikd_jax.errors import ConfigError, WorkdirError
 
 # Keys that may change between a run and its resumption without changing its results.
@@ -45,21 +45,6 @@ def check_augment(config, image_size: int) -> None:
   if config.augment.cutout > image_size:
     raise ConfigError(f'augment.cutout {config.augment.cutout} is larger than the '
                       f'{image_size}-px images: fix --config.augment.cutout')
-
-
-def check_exported_model(key: str, directory: str, expected: dict) -> None:
-  """`directory` must hold a complete exported model whose metadata matches `expected`."""
-  if not epath.Path(directory).is_dir():
-    raise ConfigError(f'{key} {directory} does not exist: fix --config.{key}')
-  meta = checkpointing.read_model_meta(directory)  # WorkdirError when missing or damaged
-  if not (epath.Path(directory) / 'variables').is_dir():
-    raise WorkdirError(f'{key} {directory} has {checkpointing.MODEL_JSON} but no variables/: '
-                       'export or convert the model again')
-  found = {'arch': meta.get('arch'), 'num_classes': meta.get('num_classes'),
-           'width': meta.get('options', {}).get('width', expected.get('width'))}
-  bad = [f'{k} {found[k]!r} (this run: {v!r})' for k, v in expected.items() if found[k] != v]
-  if bad:
-    raise ConfigError(f'{key} {directory} does not fit this run: {", ".join(bad)}')
 
 
 def read_json(path: str, what: str) -> dict:

@@ -82,23 +82,21 @@ def _preflight(config, workdir: str, pipeline: Pipeline, method) -> None:
   preflight.check_workdir(config, workdir)
   expected = _expected_model(config, pipeline.num_classes)
   if config.model.init:
-    preflight.check_exported_model('model.init', config.model.init,
-                                   {'arch': config.model.arch})
+    checkpointing.check_model(config.model.init, {'arch': config.model.arch}, 'model.init')
   if config.superior_init and _wants_superior(config, method):
-    preflight.check_exported_model('superior_init', config.superior_init, expected)
+    checkpointing.check_model(config.superior_init, expected, 'superior_init')
   if config.superior_workdir and _wants_superior(config, method):
     superior_dir, model_dir = _superior_paths(config, workdir)
     if not epath.Path(_results_path(superior_dir)).exists():
       raise WorkdirError(f'superior_workdir {config.superior_workdir} has no finished superior '
                          f'({_results_path(superior_dir)} is missing); finish that run first')
-    preflight.check_exported_model('superior_workdir', model_dir, expected)
+    checkpointing.check_model(model_dir, expected, 'superior_workdir')
 
 
 def load_superior(config, model_dir: str, num_classes: int) -> dict:
   """The exported superior's variables, after checking that it fits the student."""
-  preflight.check_exported_model('the superior', model_dir,
-                                 _expected_model(config, num_classes))
-  return checkpointing.load_model(model_dir)[1]
+  return checkpointing.load_model(model_dir, expected=_expected_model(config, num_classes),
+                                  key='the superior')[1]
 
 
 def _evaluate_imported_superior(config, pipeline, model_dir: str, superior_dir: str,

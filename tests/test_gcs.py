@@ -5,7 +5,6 @@ Orbax's TensorStore through TENSORSTORE_GCS_HTTP_URL; see tests/gcs_emulator.py 
 TensorFlow's own GCS client (the TensorBoard writer, TFDS reads), which these tests do not
 reach.
 """
-import json
 import os
 
 from etils import epath
@@ -67,8 +66,8 @@ def test_results_and_exported_model_on_gcs(gcs, monkeypatch):
   for _ in range(2):  # the second export replaces the first
     checkpointing.save_model(f'{phase}/model', arch='preact_resnet18', num_classes=10, options={'width': 4},
                              variables=variables)
-  preflight.check_exported_model('superior_init', f'{phase}/model',
-                                 {'arch': 'preact_resnet18', 'num_classes': 10})
+  checkpointing.check_model(f'{phase}/model', {'arch': 'preact_resnet18', 'num_classes': 10},
+                            'superior_init')
   loaded_module, loaded = models.load(phase)  # a phase folder on gs://
   assert type(loaded_module) is type(module)
   assert jax.tree.all(jax.tree.map(np.array_equal, loaded, jax.device_get(variables)))

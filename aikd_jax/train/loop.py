@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from aikd_jax import checkpointing, evaluation, models, paths, results, sharding, throughput
-from aikd_jax.errors import ConfigError, NonFiniteLossError, OutOfSpaceError
+from aikd_jax.errors import NonFiniteLossError, OutOfSpaceError
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
 
@@ -41,11 +41,8 @@ def load_init_weights(config) -> dict | None:
   """The variables named by `config.model.init` (an exported model), or None."""
   if not config.model.init:
     return None
-  meta, variables = checkpointing.load_model(config.model.init)
-  if meta['arch'] != config.model.arch:
-    raise ConfigError(f'model.init {config.model.init} holds a {meta["arch"]}, '
-                      f'not a {config.model.arch}: fix --config.model.init')
-  return variables
+  return checkpointing.load_model(config.model.init, expected={'arch': config.model.arch},
+                                  key='model.init')[1]
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> None:
