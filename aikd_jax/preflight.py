@@ -30,6 +30,13 @@ def flatten(d: dict, prefix: str = '') -> dict:
   return out
 
 
+def differing_keys(saved: dict, now: dict, ignore=frozenset()) -> list[str]:
+  """The flat keys (`optim.lr`) whose values differ between two configs, minus `ignore`."""
+  saved, now = flatten(saved), flatten(now)
+  return sorted(k for k in set(saved) | set(now)
+                if saved.get(k) != now.get(k) and k not in ignore)
+
+
 def check_devices(config, local_devices: int) -> None:
   """Each process's batch share must split evenly over its devices."""
   for key in ('batch_size', 'eval_batch_size'):
@@ -74,10 +81,8 @@ def check_workdir(config, workdir: str) -> None:
       raise WorkdirError(f'--workdir {workdir} cannot be written ({parent} is not writable)')
   path = root / CONFIG_JSON
   if path.exists():
-    saved = flatten(read_json(path, 'the run\'s config'))
-    now = flatten(config.to_dict())
-    differ = sorted(k for k in set(saved) | set(now)
-                    if saved.get(k) != now.get(k) and k not in RESUMABLE_KEYS)
+    differ = differing_keys(read_json(path, 'the run\'s config'), config.to_dict(),
+                            RESUMABLE_KEYS)
     if differ:
       raise WorkdirError(f'workdir {workdir} belongs to a different config (differs in: '
                          f'{", ".join(differ)}); use a new --workdir')

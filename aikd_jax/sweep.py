@@ -195,14 +195,6 @@ def build_cells(base, workdir: str, methods: list[str], seeds: list[int],
 # -- sweep.json -----------------------------------------------------------------------
 
 
-def _comparable(base: dict) -> dict:
-  """The base config's keys that decide results (JSON-normalised, flat)."""
-  from aikd_jax import preflight  # pylint: disable=g-import-not-at-top
-  flat = preflight.flatten(json.loads(json.dumps(base)))
-  return {k: v for k, v in flat.items()
-          if k not in _PER_CELL and k not in preflight.RESUMABLE_KEYS}
-
-
 def check_sweep_json(workdir: str, base, methods, seeds, variants) -> dict:
   """The sweep.json to write: DIR's grid grown by this one. Another base config, or a
   variant of the same name with other overrides, is a WorkdirError. Writes nothing."""
@@ -214,8 +206,9 @@ def check_sweep_json(workdir: str, base, methods, seeds, variants) -> dict:
   if not os.path.exists(path):
     return now
   saved = preflight.read_json(path, 'the sweep\'s grid')
-  before, after = _comparable(saved['base_config']), _comparable(base)
-  differ = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+  differ = preflight.differing_keys(json.loads(json.dumps(saved['base_config'])),
+                                   json.loads(json.dumps(base)),
+                                   set(_PER_CELL) | preflight.RESUMABLE_KEYS)
   if differ:
     raise WorkdirError(f'{workdir} holds a sweep with a different base config (differs in: '
                        f'{", ".join(differ)}); use another --workdir')

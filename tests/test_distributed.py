@@ -13,7 +13,6 @@ import pytest
 
 from aikd_jax import distributed
 from aikd_jax.errors import DistributedError
-from tests import fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,14 +21,6 @@ def _free_port() -> int:
   with socket.socket() as sock:
     sock.bind(('localhost', 0))
     return sock.getsockname()[1]
-
-
-@pytest.fixture(scope='module')
-def data_dirs(tmp_path_factory):
-  root = tmp_path_factory.mktemp('fashion')
-  (root / 'idx').mkdir()
-  fakes.write_fashion_files(str(root / 'idx'), n_train=96, n_test=40)
-  return {'manual_dir': str(root / 'idx'), 'tfds_dir': str(root / 'tfds')}
 
 
 PEER_TIMEOUT_S = 10.0  # the survivors' bound in these tests (default 30 s)

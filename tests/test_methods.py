@@ -20,6 +20,7 @@ from aikd_jax.train import loop
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
 from configs import demo
+from tests import runs
 from tests.runs import comparable, count_convs
 
 NUM_CLASSES, SPE, NUM_TRAIN, BATCH = 10, 4, 32, 8  # Fashion-MNIST has 10 classes
@@ -261,18 +262,7 @@ CLI_FLAGS = ('--config.data.train_subset=96',)
 
 def smoke_config(data_dirs, method, **overrides):
   """configs/demo.py:smoke on the fake files, as the CLI gets it with `CLI_FLAGS`."""
-  c = demo.get_config('smoke')
-  c.method = method
-  c.data.train_subset = 96
-  c.data.manual_dir = data_dirs['manual_dir']
-  c.data.tfds_dir = data_dirs['tfds_dir']
-  for key, value in overrides.items():
-    *groups, leaf = key.split('.')
-    node = c
-    for g in groups:
-      node = node[g]
-    node[leaf] = value
-  return c
+  return runs.smoke_config(data_dirs, method=method, **{'data.train_subset': 96, **overrides})
 
 
 # The smoke runs: name -> (method, overrides). tfkd trains the superior the others share.
