@@ -1,8 +1,8 @@
 """Paths the program reads and writes: local folders or object stores (gs://...).
 
 Every path goes through `etils.epath`, as in Orbax and TFDS: with TensorFlow installed
-(our stack), epath reaches gs:// through `tf.io.gfile`; with `EPATH_USE_TF=false`, through
-fsspec/gcsfs. Local paths are made absolute; URLs (`gs://`, `s3://`, ...) are left alone.
+(our stack), epath reaches gs:// through `tf.io.gfile`, the client TFDS and the TensorBoard
+writer use too. Local paths are made absolute; URLs (`gs://`, `s3://`, ...) are left alone.
 
 Atomic writes (`write_bytes_atomic`): on a local file system the content goes to a
 temporary name in the same folder, then `os.replace` renames it into place (atomic in

@@ -56,7 +56,11 @@ def _relay(tls, upstream):
         data = tls.recv(65536)
         if not data:
           break
-        upstream.sendall(_drop_identity_encoding(data))
+        layout = _storage_layout(data)
+        if layout:
+          tls.sendall(layout)
+        else:
+          upstream.sendall(_drop_identity_encoding(data))
       if upstream in readable:
         data = upstream.recv(65536)
         if not data:
@@ -72,6 +76,20 @@ def _relay(tls, upstream):
 def _drop_identity_encoding(data: bytes) -> bytes:
   """TF sends `Transfer-Encoding: identity` (obsolete), which Go's HTTP server refuses."""
   return data.replace(b'Transfer-Encoding: identity\r\n', b'')
+
+
+def _storage_layout(request: bytes) -> bytes | None:
+  """GCS's answer to `GET /storage/v1/b/BUCKET/storageLayout`, which fake-gcs-server lacks
+  (404) and TF asks before renaming a folder: a flat bucket, no hierarchical namespace."""
+  line = request.split(b'\r\n', 1)[0].split(b' ')
+  if len(line) < 2 or line[0] != b'GET' or not line[1].endswith(b'/storageLayout'):
+    return None
+  bucket = line[1].split(b'/')[4].decode()
+  body = json.dumps({'kind': 'storage#storageLayout', 'bucket': bucket, 'location': 'US',
+                     'locationType': 'multi-region',
+                     'hierarchicalNamespace': {'enabled': False}}).encode()
+  return (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
+          b'Content-Length: %d\r\n\r\n%s' % (len(body), body))
 
 
 def _https_locations(data: bytes) -> bytes:

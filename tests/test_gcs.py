@@ -4,14 +4,21 @@ The clients are the production ones: TensorFlow's GCS file system (epath, the Te
 writer) and Orbax's TensorStore; tests/gcs_emulator.py says how each reaches the emulator.
 """
 import os
+import pathlib
+import zipfile
 
 from etils import epath
+import jax
 import numpy as np
 import pytest
 
 from aikd_jax import checkpointing, console, models, paths, preflight, results, run
 from aikd_jax import shared_workdir, workdir_lock
+from aikd_jax.errors import DataError
+from aikd_jax.train import loop
+from tests import test_builders
 from tests.gcs_emulator import LocalGcs
+from tests.runs import RESULT_KEYS, cli, comparable, smoke_config
 
 
 @pytest.fixture(scope='module')
@@ -45,7 +52,6 @@ def test_atomic_writes_and_reads_on_gcs(gcs):
 
 def test_results_and_exported_model_on_gcs(gcs, monkeypatch):
   del gcs
-  import jax  # pylint: disable=g-import-not-at-top
   phase = 'gs://bkt/w/superior'
   logits = np.random.default_rng(0).normal(size=(20, 10)).astype(np.float32)
   labels = np.arange(20) % 10
@@ -80,6 +86,32 @@ def test_train_checkpoints_on_gcs(gcs):
   assert meta['epoch'] == 3 and np.array_equal(restored['w'], state['w'] * 3)
 
 
+def test_damaged_checkpoint_on_gcs_is_moved_aside(gcs):
+  del gcs
+  root = 'gs://bkt/w/damaged-run/checkpoints'
+  ckpt = checkpointing.TrainCheckpointer(root)
+  for step in (1, 2):
+    ckpt.save(step, {'w': np.full((3,), float(step))}, {'epoch': step})
+  ckpt.close()
+  epath.Path(root, '2', 'state', 'manifest.ocdbt').unlink()
+  ckpt = checkpointing.TrainCheckpointer(root)
+  state, meta = ckpt.restore_latest({'w': np.zeros((3,))})
+  ckpt.close()
+  assert meta == {'epoch': 1}
+  np.testing.assert_array_equal(state['w'], [1.0, 1.0, 1.0])
+  assert sorted(p.name for p in epath.Path(root).iterdir()) == ['1', 'damaged']
+  assert (epath.Path(root, 'damaged', '2', 'state') / 'manifest.ocdbt').exists() is False
+  assert (epath.Path(root, 'damaged', '2', 'meta')).is_dir()
+
+
+def test_damaged_results_on_gcs_are_moved_aside(gcs):
+  del gcs
+  epath.Path('gs://bkt/w/damaged-results/student/results.json').write_text('{"top1_err": 1')
+  assert not run._is_finished('gs://bkt/w/damaged-results/student')  # pylint: disable=protected-access
+  names = [p.name for p in epath.Path('gs://bkt/w/damaged-results/student').iterdir()]
+  assert names == ['results.json.damaged']
+
+
 def test_workdir_checks_lock_and_logs_on_gcs(gcs, tmp_path, monkeypatch):
   del gcs
   monkeypatch.setattr(console, 'LOCAL_LOG_ROOT', str(tmp_path / 'logs'))
@@ -87,3 +119,91 @@ def test_workdir_checks_lock_and_logs_on_gcs(gcs, tmp_path, monkeypatch):
   with workdir_lock.held('gs://bkt/w2'):  # no lock on object stores, a warning instead
     assert not epath.Path('gs://bkt/w2/.lock').exists()
   shared_workdir.check('gs://bkt/w2', 1)  # one process: nothing to check
+
+
+@pytest.mark.slow
+def test_both_phases_kill_resume_shared_superior_and_load_on_gcs(gcs, data_dirs):
+  """The smoke run end to end with every path on gs://, through the production clients.
+
+  The CLI prepares Fashion-MNIST from IDX files on gs:// into a TFDS folder on gs:// and
+  trains both phases into gs://bkt/run. A second workdir on gs:// trains a student
+  against that superior (`superior_workdir`), is stopped at its second step as on a
+  preemption, and resumed: it must end bit for bit where the CLI's student ended.
+  """
+  del gcs
+  remote_data = {'manual_dir': _upload(pathlib.Path(data_dirs['manual_dir']), 'gs://bkt/idx'),
+                 'tfds_dir': 'gs://bkt/tfds'}
+  proc = cli('gs://bkt/run', remote_data)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  run_dir = epath.Path('gs://bkt/run')
+  assert (run_dir / 'config.json').exists()
+  for phase in ('superior', 'student'):
+    names = {p.name for p in (run_dir / phase).iterdir()}
+    assert {'results.json', 'predictions.npz', 'reliability.png', 'model'} <= names, names
+    assert any(n.startswith('events.out.tfevents') for n in names), names
+    assert sorted((p.name for p in (run_dir / phase / 'checkpoints').iterdir()), key=int) == [
+        '3', '6']
+  expected = preflight.read_json('gs://bkt/run/student/results.json', 'results')
+  assert set(expected) == RESULT_KEYS and expected['steps'] == 6
+
+  config = smoke_config(data_dirs, superior_workdir='gs://bkt/run',
+                        **{'data.train_subset': 96, 'data.eval_subset': 100})
+  calls = []
+  with pytest.raises(loop.Preempted):
+    run.run(config, 'gs://bkt/shared', stop_requested=lambda: calls.append(1) or len(calls) == 2)
+  assert [p.name for p in epath.Path('gs://bkt/shared/student/checkpoints').iterdir()] == ['2']
+  assert not epath.Path('gs://bkt/shared/superior').exists()
+  resumed = run.run(config, 'gs://bkt/shared')['student']
+  assert comparable(resumed) == comparable(expected)
+  _, want = models.load('gs://bkt/run/student')
+  _, got = models.load('gs://bkt/shared/student')
+  jax.tree.map(np.testing.assert_array_equal, want, got)
+
+
+def _upload(folder, url: str) -> str:
+  """Copies a local folder tree to `url` on the emulator; returns `url`."""
+  for path in folder.rglob('*'):
+    if path.is_file():
+      target = epath.Path(url, path.relative_to(folder).as_posix())
+      target.parent.mkdir(parents=True, exist_ok=True)
+      target.write_bytes(path.read_bytes())
+  return url
+
+
+@pytest.mark.parametrize('name, layout', [('tiny_imagenet', 'zip'), ('tiny_imagenet', 'folder'),
+                                          ('mit67', 'tar'), ('fgvc_aircraft', 'tar.gz')])
+def test_archive_builders_read_a_manual_dir_on_gcs(gcs, tmp_path, name, layout):
+  """Each archive layout prepares from gs:// the same examples as from the local folder."""
+  del gcs
+  local = tmp_path / 'manual'
+  local.mkdir()
+  writers = {'tiny_imagenet': test_builders.write_tiny_imagenet_zip,
+             'mit67': test_builders.write_mit67_files, 'fgvc_aircraft': test_builders.write_fgvc_archive}
+  writers[name](local)
+  if layout == 'folder':
+    archive = local / 'tiny-imagenet-200.zip'
+    with zipfile.ZipFile(archive) as z:
+      z.extractall(local)
+    archive.unlink()
+  remote = _upload(local, f'gs://bkt/manual-{name}-{layout}')
+  from_gcs = test_builders._prepare(name, remote, tmp_path / 'tfds_gcs')  # pylint: disable=protected-access
+  from_disk = test_builders._prepare(name, local, tmp_path / 'tfds_local')  # pylint: disable=protected-access
+  for split in from_disk.info.splits:
+    got = test_builders._examples(from_gcs, split)  # pylint: disable=protected-access
+    want = test_builders._examples(from_disk, split)  # pylint: disable=protected-access
+    assert len(got) == len(want) > 0
+    for (image, label), (want_image, want_label) in zip(got, want):
+      assert label == want_label and np.array_equal(image, want_image)
+
+
+def test_truncated_tar_on_gcs_is_one_line(gcs, tmp_path):
+  del gcs
+  local = tmp_path / 'manual'
+  local.mkdir()
+  test_builders.write_mit67_files(local)
+  archive = local / 'indoorCVPR_09.tar'
+  archive.write_bytes(archive.read_bytes()[:1536])  # cut at a member boundary
+  remote = _upload(local, 'gs://bkt/manual-truncated')
+  with pytest.raises(DataError) as e:
+    test_builders._prepare('mit67', remote, tmp_path / 'tfds')  # pylint: disable=protected-access
+  assert f'{remote}/indoorCVPR_09.tar: truncated' in str(e.value) and '\n' not in str(e.value)

@@ -311,7 +311,7 @@ def _ready_builder(spec: datasets.DatasetSpec, tfds_dir: str | None, manual_dir:
     manual_dir = spec.manual_dir
     if tfds_dir and manual_dir == datasets.TFDS_MANUAL_DIR:  # follow a custom data dir
       manual_dir = paths.join(tfds_dir, 'downloads', 'manual')
-  _prepare_from_local_files(builder, manual_dir)
+  _prepare_from_manual_dir(builder, manual_dir)
   return tfds.builder(spec.tfds_name, data_dir=tfds_dir)
 
 
@@ -323,8 +323,8 @@ def _has_data(builder, split: str) -> bool:
   return True
 
 
-def _prepare_from_local_files(builder, manual_dir: str) -> None:
-  """Prepares a builder that reads local files (seconds); tolerates a concurrent process."""
+def _prepare_from_manual_dir(builder, manual_dir: str) -> None:
+  """Prepares a builder from its manual dir (seconds); tolerates a concurrent process."""
   check = getattr(type(builder), 'check_manual_dir', None)
   if check is not None:
     check(manual_dir)

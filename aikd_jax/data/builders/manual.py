@@ -9,12 +9,17 @@
 - `rgb_jpeg`: checks an image and returns it as RGB JPEG bytes (the original bytes
   when they already are), optionally without its bottom rows.
 
+The manual dir may be a local folder or an object store (gs://...): every file is reached
+through `etils.epath`. A tar is read as one stream; a zip needs seeks, which GCS serves as
+ranged reads.
+
 `python -m aikd_jax.data.builders NAME --manual_dir=DIR` prepares one of them (`__main__.py`).
 """
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import bz2
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import gzip
 import io
@@ -24,6 +29,7 @@ import tarfile
 import zipfile
 import zlib
 
+from etils import epath
 from PIL import Image
 
 from aikd_jax.errors import DataError
@@ -74,7 +80,7 @@ def instructions(downloads: Sequence[Download], name: str, extra: str = '') -> s
 def check_files(manual_dir: str, downloads: Sequence[Download]) -> None:
   """Raises DataError naming the first download that is neither archive nor folder in it."""
   for d in downloads:
-    if os.path.isfile(os.path.join(manual_dir, d.file_name)) or _extracted(manual_dir, d):
+    if epath.Path(manual_dir, d.file_name).is_file() or _extracted(manual_dir, d):
       continue
     raise DataError(d.missing_message(manual_dir))
 
@@ -82,9 +88,9 @@ def check_files(manual_dir: str, downloads: Sequence[Download]) -> None:
 def _extracted(manual_dir: str, download: Download) -> str | None:
   """The folder of `download`'s files when the user extracted the archive, else None."""
   for root in download.roots:
-    folder = os.path.join(manual_dir, *root.split('/'))
-    if os.path.isdir(folder):
-      return folder
+    folder = epath.Path(manual_dir, *root.split('/'))
+    if folder.is_dir():
+      return os.fspath(folder)
   return None
 
 
@@ -139,19 +145,15 @@ class FolderSource(Source):
             'archive itself in the manual dir')
 
   def read(self, path: str) -> bytes:
-    full = os.path.join(self.path, *path.split('/'))
-    if not os.path.isfile(full):
+    full = epath.Path(self.path, *path.split('/'))
+    if not full.is_file():
       raise self.bad(f'{path} is missing (the extracted folder is incomplete)')
-    with open(full, 'rb') as f:
-      return f.read()
+    return full.read_bytes()
 
   def names(self) -> list[str]:
-    out = []
-    for folder, _, files in os.walk(self.path):
-      rel = os.path.relpath(folder, self.path)
-      prefix = '' if rel == '.' else rel.replace(os.sep, '/') + '/'
-      out += [prefix + f for f in files]
-    return sorted(out)
+    root = epath.Path(self.path)
+    return sorted((folder / f).relative_to(root).as_posix()
+                  for folder, _, files in root.walk() for f in files)
 
 
 class ZipSource(Source):
@@ -160,7 +162,9 @@ class ZipSource(Source):
   def __init__(self, path: str, download: Download, prefixes: Sequence[str]):
     super().__init__(path, download)
     try:
-      self._zip = zipfile.ZipFile(path)
+      # epath's open is a context manager on gs://; the zip reads until the build ends.
+      self._file = contextlib.ExitStack()
+      self._zip = zipfile.ZipFile(self._file.enter_context(epath.Path(path).open('rb')))
     except (zipfile.BadZipFile, OSError, EOFError) as e:
       raise self.bad(f'truncated or damaged zip ({e})') from None
     names = self._zip.namelist()
@@ -218,7 +222,7 @@ class TarSource(Source):
     """Yields (relative path, tar, member) of the files under the prefixes."""
     seen = 0
     try:
-      with tarfile.open(self.path, 'r|*') as tar:
+      with epath.Path(self.path).open('rb') as f, tarfile.open(fileobj=f, mode='r|*') as tar:
         for member in tar:
           seen += 1
           if not more():
@@ -252,15 +256,16 @@ _COMPRESSED = ((b'\x1f\x8b', gzip.open), (b'BZh', bz2.open), (b'\xfd7zXZ', lzma.
 def _tar_truncated(path: str) -> bool:
   """True when a tar ends early: a compressed stream without its end, or a plain tar
   without the two zero blocks that close it."""
-  with open(path, 'rb') as f:
+  with epath.Path(path).open('rb') as f:
     head = f.read(6)
-  opener = next((o for magic, o in _COMPRESSED if head.startswith(magic)), None)
-  if opener is None:
-    with open(path, 'rb') as f:
-      f.seek(max(0, os.path.getsize(path) - 1024))
-      return os.path.getsize(path) % 512 != 0 or any(f.read())
+    opener = next((o for magic, o in _COMPRESSED if head.startswith(magic)), None)
+    if opener is None:
+      f.seek(0, os.SEEK_END)
+      size = f.tell()  # TF's GFile.seek returns None
+      f.seek(max(0, size - 1024))
+      return size % 512 != 0 or any(f.read())
   try:
-    with opener(path, 'rb') as f:
+    with epath.Path(path).open('rb') as raw, opener(raw, 'rb') as f:
       while f.read(1 << 20):
         pass
   except (EOFError, OSError, lzma.LZMAError, zlib.error):
@@ -270,7 +275,7 @@ def _tar_truncated(path: str) -> bool:
 
 def is_zip(path: str) -> bool:
   """A zip by its name or signature; a truncated zip (no central directory) counts too."""
-  with open(path, 'rb') as f:
+  with epath.Path(path).open('rb') as f:
     head = f.read(4)
   return path.lower().endswith('.zip') or head in (b'PK\x03\x04', b'PK\x05\x06')
 
@@ -281,9 +286,9 @@ def open_source(manual_dir: str, download: Download) -> Source:
   Paths are relative to the first of `download.roots` found (zip, folder) or that a
   member starts with (tar).
   """
-  archive = os.path.join(manual_dir, download.file_name)
+  archive = os.fspath(epath.Path(manual_dir, download.file_name))
   prefixes = [root + '/' for root in download.roots]
-  if os.path.isfile(archive):
+  if epath.Path(archive).is_file():
     if is_zip(archive):
       return ZipSource(archive, download, prefixes)
     return TarSource(archive, download, prefixes)
