@@ -5,6 +5,7 @@ writer) and Orbax's TensorStore; tests/gcs_emulator.py says how each reaches the
 """
 import os
 import pathlib
+import subprocess
 import zipfile
 
 from etils import epath
@@ -18,7 +19,7 @@ from aikd_jax.errors import DataError
 from aikd_jax.train import loop
 from tests import test_builders
 from tests.gcs_emulator import LocalGcs
-from tests.runs import RESULT_KEYS, cli, comparable, smoke_config
+from tests.runs import RESULT_KEYS, ROOT, cli, cli_command, comparable, smoke_config
 
 
 @pytest.fixture(scope='module')
@@ -126,7 +127,8 @@ def test_both_phases_kill_resume_shared_superior_and_load_on_gcs(gcs, data_dirs)
   """The smoke run end to end with every path on gs://, through the production clients.
 
   The CLI prepares Fashion-MNIST from IDX files on gs:// into a TFDS folder on gs:// and
-  trains both phases into gs://bkt/run. A second workdir on gs:// trains a student
+  trains both phases into gs://bkt/run. The same command, killed while the superior's last
+  checkpoint is being written and run again, ends with the same results. A second workdir on gs:// trains a student
   against that superior (`superior_workdir`), is stopped at its second step as on a
   preemption, and resumed: it must end bit for bit where the CLI's student ended.
   """
@@ -145,6 +147,23 @@ def test_both_phases_kill_resume_shared_superior_and_load_on_gcs(gcs, data_dirs)
         '3', '6']
   expected = preflight.read_json('gs://bkt/run/student/results.json', 'results')
   assert set(expected) == RESULT_KEYS and expected['steps'] == 6
+
+  # Killed (SIGKILL) once the superior's last checkpoint is being written, then rerun.
+  args, env = cli_command('gs://bkt/killed', remote_data)
+  proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  for line in proc.stderr:
+    if 'superior epoch 2/2 eval' in line:
+      break
+  proc.kill()
+  proc.communicate(timeout=60)
+  assert not epath.Path('gs://bkt/killed/student/results.json').exists()
+  proc = cli('gs://bkt/killed', remote_data)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for phase in ('superior', 'student'):
+    got, want = (comparable(preflight.read_json(f'gs://bkt/{w}/{phase}/results.json', 'results'))
+                 for w in ('killed', 'run'))
+    got.pop('superior', None), want.pop('superior', None)  # its paths name the workdir
+    assert got == want
 
   config = smoke_config(data_dirs, superior_workdir='gs://bkt/run',
                         **{'data.train_subset': 96, 'data.eval_subset': 100})
