@@ -24,7 +24,6 @@ import contextlib
 import fcntl
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time
