@@ -41,6 +41,20 @@ def join(path: PathLike, *parts: str) -> str:
   return os.fspath(epath.Path(os.fspath(path)).joinpath(*parts))
 
 
+def missing_bucket(path: PathLike) -> str | None:
+  """For a URL whose bucket does not exist (or is not visible), that bucket; else None.
+
+  Asked before creating folders on an object store: TF's `makedirs` below a missing
+  bucket retries forever instead of failing.
+  """
+  text = os.fspath(path)
+  if not is_remote(text):
+    return None
+  scheme, rest = text.split('://', 1)
+  bucket = f'{scheme}://{rest.split("/", 1)[0]}'
+  return None if epath.Path(bucket).exists() else bucket
+
+
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
   """Writes `data` to `path` all-or-nothing (see the module docstring for how)."""
   path = epath.Path(os.fspath(path))

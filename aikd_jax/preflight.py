@@ -70,6 +70,10 @@ def check_workdir(config, workdir: str) -> None:
   would change the workdir, so writability is not checked here: the first write (the
   run's config.json, after every check has passed) fails with the store's own error.
   """
+  bucket = paths.missing_bucket(workdir)
+  if bucket:
+    raise WorkdirError(f'--workdir {workdir}: the bucket {bucket} does not exist or these '
+                       'credentials cannot see it; create it or fix the name')
   root = epath.Path(workdir)
   if root.exists() and not root.is_dir():
     raise WorkdirError(f'--workdir {workdir} is a file, not a folder')

@@ -15,7 +15,9 @@ import pytest
 
 from aikd_jax import checkpointing, console, models, paths, preflight, results, run
 from aikd_jax import shared_workdir, workdir_lock
-from aikd_jax.errors import DataError
+from aikd_jax import config as config_lib
+from aikd_jax.data.pipeline import Pipeline
+from aikd_jax.errors import DataError, WorkdirError
 from aikd_jax.train import loop
 from tests import test_builders
 from tests.gcs_emulator import LocalGcs
@@ -111,6 +113,16 @@ def test_damaged_results_on_gcs_are_moved_aside(gcs):
   assert not run._is_finished('gs://bkt/w/damaged-results/student')  # pylint: disable=protected-access
   names = [p.name for p in epath.Path('gs://bkt/w/damaged-results/student').iterdir()]
   assert names == ['results.json.damaged']
+
+
+def test_missing_bucket_is_one_line_before_anything_is_written(gcs, data_dirs):
+  """TF's makedirs below a missing bucket retries forever; the checks stop first."""
+  del gcs
+  with pytest.raises(WorkdirError, match='the bucket gs://nobucket does not exist'):
+    run.run(smoke_config(data_dirs), 'gs://nobucket/run')
+  with pytest.raises(DataError, match='tfds_dir gs://nobucket/tfds: the bucket gs://nobucket'):
+    Pipeline(config_lib.parse(smoke_config(data_dirs, **{'data.tfds_dir': 'gs://nobucket/tfds'})))
+  assert not epath.Path('gs://nobucket').exists()
 
 
 def test_workdir_checks_lock_and_logs_on_gcs(gcs, tmp_path, monkeypatch):

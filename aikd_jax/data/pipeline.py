@@ -298,6 +298,10 @@ def _ready_builder(spec: datasets.DatasetSpec, tfds_dir: str | None, manual_dir:
   """
   tfds_dir = paths.absolute(tfds_dir) if tfds_dir else None
   manual_dir = paths.absolute(manual_dir) if manual_dir else None
+  bucket = paths.missing_bucket(tfds_dir or '')
+  if bucket:
+    raise DataError(f'--config.data.tfds_dir {tfds_dir}: the bucket {bucket} does not exist or '
+                    'these credentials cannot see it; create it or fix the name')
   builder = tfds.builder(spec.tfds_name, data_dir=tfds_dir)
   if _has_data(builder, spec.train_split):
     return builder
