@@ -71,8 +71,7 @@ class AIKD(base.Method):
   """AI-KD and its ablations; `weights` holds the four loss weights of the variant."""
 
   def __init__(self, name: str, c: AIKDConfig):
-    super().__init__(name)
-    self.c = c
+    super().__init__(name, c)
     w = {k: getattr(c, k) for k in ('alpha_ce', 'alpha_p', 'alpha_g', 'omega')}
     w.update(_ABLATIONS[name])
     self.alpha_ce, self.alpha_p, self.alpha_g, self.omega = (

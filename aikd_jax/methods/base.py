@@ -55,8 +55,9 @@ class Method:
   needs_superior = False
   features = False
 
-  def __init__(self, name: str):
+  def __init__(self, name: str, c: Any = None):
     self.name = name
+    self.c = c  # the method's own config group (`config.<group>`), if it has one
 
   def init_state(self, key: jax.Array, ctx: InitContext) -> Any:
     del key, ctx

@@ -26,10 +26,6 @@ class CSKD(base.Method):
   """Paired batches: 'pair_image' row i is another image of anchor i's class."""
   batch = 'paired'
 
-  def __init__(self, name: str, c: CSKDConfig):
-    super().__init__(name)
-    self.c = c
-
   def loss(self, forward, params, batch_stats, state, inputs):
     out, stats = forward(params, batch_stats, inputs.batch['image'])
     # torch.no_grad(): the pair forward sees the parameters as constants.

@@ -26,8 +26,8 @@ class PSKD(base.Method):
   """State: {'table': P [num_train_examples, C] float32}."""
 
   def __init__(self, name: str, c: PSKDConfig, num_epochs: int):
-    super().__init__(name)
-    self.c, self.num_epochs = c, num_epochs
+    super().__init__(name, c)
+    self.num_epochs = num_epochs
 
   def init_state(self, key, ctx: base.InitContext):
     del key

@@ -21,10 +21,6 @@ class TFFD(base.Method):
   """One forward that also returns the stage outputs."""
   features = True
 
-  def __init__(self, name: str, c: TFFDConfig):
-    super().__init__(name)
-    self.c = c
-
   def objective(self, out, state, inputs):
     return losses.tffd_loss(out.logits, inputs.targets, out.features['stages'],
                             self.c.lambda_inter, self.c.lambda_intra,

@@ -23,10 +23,6 @@ class TFKD(base.Method):
   """The superior (phase 1, plain CE) is the teacher; one student forward per step."""
   needs_superior = True
 
-  def __init__(self, name: str, c: TFKDConfig):
-    super().__init__(name)
-    self.c = c
-
   def objective(self, out, state, inputs):
     return losses.tfkd_loss(out.logits, inputs.targets, inputs.superior_logits,
                             self.c.alpha, self.c.temperature, self.c.multiplier)

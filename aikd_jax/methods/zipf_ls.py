@@ -36,10 +36,6 @@ class ZipfLS(base.Method):
   """One forward with features; the votes use the head's current parameters."""
   features = True
 
-  def __init__(self, name: str, c: ZipfLSConfig):
-    super().__init__(name)
-    self.c = c
-
   def loss(self, forward, params, batch_stats, state, inputs):
     out, new_stats = forward(params, batch_stats, inputs.batch['image'])
     head = head_params(params)
