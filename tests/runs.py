@@ -18,19 +18,24 @@ def comparable(result: dict) -> dict:
   return {k: v for k, v in result.items() if k not in RUN_SPECIFIC_KEYS}
 
 
+def set_keys(config, overrides: dict):
+  """Sets dotted keys ('optim.lr') of a ConfigDict or a plain dict; returns `config`."""
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
 def smoke_config(data_dirs, **overrides):
   c = demo.get_config('smoke')
   c.data.train_subset = None
   c.data.eval_subset = None
   c.data.manual_dir = data_dirs['manual_dir']
   c.data.tfds_dir = data_dirs['tfds_dir']
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return set_keys(c, overrides)
 
 
 def cli_command(workdir, data_dirs, *flags, devices=1):
@@ -47,6 +52,23 @@ def cli(workdir, data_dirs, *flags, devices=1):
   """Runs `python -m aikd_jax.main` on the smoke config; returns the CompletedProcess."""
   args, env = cli_command(workdir, data_dirs, *flags, devices=devices)
   return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def start_cli_until(workdir, data_dirs, marker: str, *flags):
+  """Starts the CLI on the smoke config; returns the process once stderr shows `marker`."""
+  args, env = cli_command(workdir, data_dirs, *flags)
+  proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  for line in proc.stderr:
+    if marker in line:
+      return proc
+  proc.wait()
+  raise AssertionError(f'the run ended (exit {proc.returncode}) before printing {marker!r}')
+
+
+def start_long_student(finished, data_dirs, workdir):
+  """A 200-epoch student against the session's finished superior, at its second step."""
+  return start_cli_until(str(workdir), data_dirs, 'student epoch 1/200 step 2/',
+                         f'--config.superior_workdir={finished[0]}', '--config.num_epochs=200')
 
 
 def read_json(path):

@@ -12,6 +12,7 @@ from aikd_jax import config as config_lib
 from aikd_jax import methods
 from aikd_jax.errors import ConfigError
 from configs import demo
+from tests.runs import set_keys
 
 # (key, invalid value, what the one-line error says)
 INVALID = [
@@ -79,14 +80,7 @@ INVALID_COMBINATIONS = [
 
 
 def _raw(**overrides) -> dict:
-  raw = demo.get_config('smoke').to_dict()
-  for key, value in overrides.items():
-    node = raw
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return raw
+  return set_keys(demo.get_config('smoke').to_dict(), overrides)
 
 
 @pytest.mark.parametrize('key,value,says', INVALID, ids=[f'{k}={v}' for k, v, _ in INVALID])

@@ -19,7 +19,8 @@ import pytest
 
 from aikd_jax import console, run, workdir_lock
 from aikd_jax.errors import ConfigError, DataError, WorkdirError
-from tests.runs import ROOT, cli, cli_command, comparable, params_of, read_json, smoke_config
+from tests.runs import (ROOT, cli, comparable, params_of, read_json, smoke_config,
+                         start_long_student)
 
 
 def one_error_line(proc, code: int) -> str:
@@ -218,13 +219,8 @@ def test_lock_is_released_after_the_run(tmp_path):
 
 
 def test_second_run_on_a_running_workdir_stops_at_once(finished, data_dirs, tmp_path):
-  args, env = cli_command(str(tmp_path), data_dirs, f'--config.superior_workdir={finished[0]}',
-                          '--config.num_epochs=200')
-  first = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  first = start_long_student(finished, data_dirs, tmp_path)
   try:
-    for line in first.stderr:
-      if 'student epoch 1/200 step 2/' in line:
-        break
     before = listing(tmp_path / 'student' / 'checkpoints')
     line = one_error_line(cli(str(tmp_path), data_dirs,
                               f'--config.superior_workdir={finished[0]}',
@@ -238,18 +234,8 @@ def test_second_run_on_a_running_workdir_stops_at_once(finished, data_dirs, tmp_
 
 
 # -- signals ----------------------------------------------------------------------------
-def _start_long_run(finished, data_dirs, workdir):
-  args, env = cli_command(str(workdir), data_dirs, f'--config.superior_workdir={finished[0]}',
-                          '--config.num_epochs=200')
-  proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-  for line in proc.stderr:
-    if 'student epoch 1/200 step 2/' in line:
-      return proc
-  raise AssertionError('the run never reached step 2')
-
-
 def test_first_ctrl_c_saves_and_exits_zero(finished, data_dirs, tmp_path):
-  proc = _start_long_run(finished, data_dirs, tmp_path)
+  proc = start_long_student(finished, data_dirs, tmp_path)
   proc.send_signal(signal.SIGINT)
   _, rest = proc.communicate(timeout=300)
   assert proc.returncode == 0, rest[-3000:]

@@ -5,7 +5,6 @@ writer) and Orbax's TensorStore; tests/gcs_emulator.py says how each reaches the
 """
 import os
 import pathlib
-import subprocess
 import zipfile
 
 from etils import epath
@@ -21,7 +20,7 @@ from aikd_jax.errors import DataError, WorkdirError
 from aikd_jax.train import loop
 from tests import test_builders
 from tests.gcs_emulator import LocalGcs
-from tests.runs import RESULT_KEYS, ROOT, cli, cli_command, comparable, smoke_config
+from tests.runs import RESULT_KEYS, cli, comparable, smoke_config, start_cli_until
 
 
 @pytest.fixture(scope='module')
@@ -161,11 +160,7 @@ def test_both_phases_kill_resume_shared_superior_and_load_on_gcs(gcs, data_dirs)
   assert set(expected) == RESULT_KEYS and expected['steps'] == 6
 
   # Killed (SIGKILL) once the superior's last checkpoint is being written, then rerun.
-  args, env = cli_command('gs://bkt/killed', remote_data)
-  proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-  for line in proc.stderr:
-    if 'superior epoch 2/2 eval' in line:
-      break
+  proc = start_cli_until('gs://bkt/killed', remote_data, 'superior epoch 2/2 eval')
   proc.kill()
   proc.communicate(timeout=60)
   assert not epath.Path('gs://bkt/killed/student/results.json').exists()

@@ -14,7 +14,7 @@ from aikd_jax.errors import UserError
 from aikd_jax.train import loop
 
 from tests.runs import (RESULT_KEYS, ROOT, cli, cli_command, comparable, params_of, read_json,
-                        smoke_config)
+                        smoke_config, start_long_student)
 
 
 def test_both_phases_write_their_outputs(finished):
@@ -151,12 +151,7 @@ def test_two_processes_train_together(finished, data_dirs, tmp_path):
 
 
 def test_cli_sigterm_saves_a_checkpoint_and_exits_zero(finished, data_dirs, tmp_path):
-  args, env = cli_command(str(tmp_path), data_dirs, f'--config.superior_workdir={finished[0]}',
-                          '--config.num_epochs=200')
-  proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-  for line in proc.stderr:
-    if 'student epoch 1/200 step 2/600' in line:
-      break
+  proc = start_long_student(finished, data_dirs, tmp_path)
   proc.send_signal(signal.SIGTERM)
   _, rest = proc.communicate(timeout=300)
   assert proc.returncode == 0, rest[-3000:]
