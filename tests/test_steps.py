@@ -114,6 +114,17 @@ def test_critic_update_matches_wgan_gp_loss_and_moves_only_the_critic():
 
 
 @pytest.mark.parametrize('norm', ['batch', 'layer', 'none'])
+def test_aikd_step_trains_the_critic_with_each_norm(norm):
+  _, _, _, state, superior, step, batch = _setup('aikd', critic_norm=norm)
+  new_state, metrics = jax.jit(step)(state, batch, superior)
+  assert np.isfinite(metrics['critic_loss']) and np.isfinite(metrics['loss'])
+  assert bool(new_state.method['critic'].batch_stats) == (norm == 'batch')
+  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), state.method['critic'].params,
+                       new_state.method['critic'].params)
+  assert sum(jax.tree.leaves(moved)) > 0
+
+
+@pytest.mark.parametrize('norm', ['batch', 'layer', 'none'])
 def test_critic_norm_options(norm):
   critic = models.Critic(norm=norm)
   x = jax.random.normal(jax.random.key(0), (6, NUM_CLASSES))

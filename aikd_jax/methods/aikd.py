@@ -13,6 +13,7 @@ goes to CE: no_adv (w = 0), only_progressive (a_G = w = 0, a_CE = 0.7), only_gui
 (a_P = w = 0, a_CE = 0.9).
 """
 import dataclasses
+import functools
 
 from flax.training import train_state
 import jax
@@ -54,6 +55,12 @@ class CriticState(train_state.TrainState):
   batch_stats: dict
 
 
+def _critic_apply(critic, params, x):
+  """(D(x), updated batch_stats) in train mode, the only mode the critic runs in."""
+  return critic.apply_fn({'params': params, 'batch_stats': critic.batch_stats}, x, train=True,
+                         mutable=['batch_stats'])
+
+
 def _critic_input(logits, kind: str):
   return jax.nn.softmax(logits, axis=-1) if kind == 'probs' else logits
 
@@ -90,8 +97,9 @@ class AIKD(base.Method):
     if self.uses_critic:
       v = self.critic.init(key, jnp.zeros((2, ctx.num_classes), jnp.float32), train=False)
       tx = optax.adam(self.c.critic_lr, b1=self.c.critic_b1, b2=self.c.critic_b2)
-      state['critic'] = CriticState.create(apply_fn=self.critic.apply, params=v['params'],
-                                           batch_stats=v['batch_stats'], tx=tx)
+      state['critic'] = CriticState.create(  # no batch_stats with critic_norm 'layer'/'none'
+          apply_fn=self.critic.apply, params=v['params'],
+          batch_stats=v.get('batch_stats', {}), tx=tx)
     return state or None
 
   def end_epoch(self, state, variables):
@@ -114,9 +122,7 @@ class AIKD(base.Method):
     return jnp.where(inputs.epoch > 0, probs, inputs.targets)
 
   def _critic_score(self, critic, logits):
-    return critic.apply_fn({'params': critic.params, 'batch_stats': critic.batch_stats},
-                           _critic_input(logits, self.c.critic_input), train=True,
-                           mutable=['batch_stats'])[0]
+    return _critic_apply(critic, critic.params, _critic_input(logits, self.c.critic_input))[0]
 
   def objective(self, out, state, inputs):
     logits = out.logits
@@ -162,15 +168,13 @@ class AIKD(base.Method):
     fake, real = _critic_input(fake, kind), _critic_input(real, kind)
 
     def loss_fn(params):
-      def apply(x):
-        return critic.apply_fn({'params': params, 'batch_stats': critic.batch_stats}, x,
-                               train=True, mutable=['batch_stats'])
+      apply = functools.partial(_critic_apply, critic, params)
       d_fake, new_stats = apply(fake)
       d_real, _ = apply(real)
       eps = jax.random.uniform(key, (fake.shape[0], 1), jnp.float32)
       penalty = losses.gradient_penalty(lambda x: apply(x)[0], real, fake, eps)
       loss = losses.critic_loss(d_fake, d_real, penalty, self.c.gp_weight)
-      return loss, (new_stats['batch_stats'], {
+      return loss, (new_stats.get('batch_stats', {}), {
           'critic_loss': loss, 'wasserstein': jnp.mean(d_real) - jnp.mean(d_fake),
           'gradient_penalty': penalty})
 
