@@ -35,24 +35,23 @@ def _results_path(phase_dir: str) -> str:
   return paths.join(phase_dir, 'results.json')
 
 
-def _is_finished(phase_dir: str) -> bool:
-  """A phase is finished when its results.json reads back; a damaged one is moved aside.
+def finished_results(phase_dir: str) -> dict | None:
+  """A finished phase's results.json, else None; a damaged one is moved aside (None).
 
   The phase then resumes from its last checkpoint (saved after the last epoch), so only
   the final evaluation runs again.
   """
   path = _results_path(phase_dir)
   if not epath.Path(path).exists():
-    return False
+    return None
   try:
-    preflight.read_json(path, 'results')
-    return True
+    return preflight.read_json(path, 'results')
   except WorkdirError:
     if jax.process_index() == 0:
       epath.Path(path).replace(path + '.damaged')
       logging.warning('%s is damaged; moved it to %s.damaged and finishing the phase again',
                       path, path)
-    return False
+    return None
 
 
 def _read_results(phase_dir: str) -> dict:
@@ -88,9 +87,14 @@ def _preflight(config, workdir: str, pipeline: Pipeline, method) -> None:
   if config.superior_workdir and _wants_superior(config, method):
     superior_dir, model_dir = _superior_paths(config, workdir)
     if not epath.Path(_results_path(superior_dir)).exists():
-      raise WorkdirError(f'superior_workdir {config.superior_workdir} has no finished superior '
-                         f'({_results_path(superior_dir)} is missing); finish that run first')
+      raise WorkdirError(_no_superior_message(config, superior_dir))
+    preflight.read_json(_results_path(superior_dir), 'results')  # damaged: one line, untouched
     checkpointing.check_model(model_dir, expected, 'superior_workdir')
+
+
+def _no_superior_message(config, superior_dir: str) -> str:
+  return (f'superior_workdir {config.superior_workdir} has no finished superior '
+          f'({_results_path(superior_dir)} is missing); finish that run first')
 
 
 def load_superior(config, model_dir: str, num_classes: int) -> dict:
@@ -115,21 +119,21 @@ def _evaluate_imported_superior(config, pipeline, model_dir: str, superior_dir: 
   results.write(superior_dir, out, logits, labels, features, 'superior (imported)')
 
 
-def _run_superior(config, workdir: str, pipeline, mesh, stop_requested) -> str:
-  """Makes sure a finished superior exists; returns its exported model folder."""
+def _run_superior(config, workdir: str, pipeline, mesh, stop_requested) -> tuple[str, dict]:
+  """Makes sure a finished superior exists; returns (its exported model folder, results)."""
   superior_dir, model_dir = _superior_paths(config, workdir)
-  if _is_finished(superior_dir):
-    return model_dir
+  done = finished_results(superior_dir)
+  if done is not None:
+    return model_dir, done
   if config.superior_init:
     _evaluate_imported_superior(config, pipeline, model_dir, superior_dir, mesh)
   elif config.superior_workdir:
-    raise WorkdirError(f'superior_workdir {config.superior_workdir} has no finished superior '
-                       f'({_results_path(superior_dir)} is missing); finish that run first')
+    raise WorkdirError(_no_superior_message(config, superior_dir))
   else:
     sup_config = superior_config(config)
     phase = loop.Phase('superior', superior_dir, sup_config, methods.create(sup_config))
     loop.train_phase(phase, pipeline.reseeded(sup_config.seed), mesh, stop_requested)
-  return model_dir
+  return model_dir, _read_results(superior_dir)
 
 
 def prepare(raw_config, workdir: str):
@@ -175,8 +179,7 @@ def run_superior_only(raw_config, workdir: str, stop_requested=lambda: False) ->
   workdir = paths.absolute(workdir)
   config, pipeline, _ = prepare(raw_config, workdir)
   with _opened(workdir, config):
-    _run_superior(config, workdir, pipeline, sharding.make_mesh(), stop_requested)
-    return _read_results(_superior_paths(config, workdir)[0])
+    return _run_superior(config, workdir, pipeline, sharding.make_mesh(), stop_requested)[1]
 
 
 def _train(config, workdir, pipeline, method, stop_requested) -> dict:
@@ -184,17 +187,18 @@ def _train(config, workdir, pipeline, method, stop_requested) -> dict:
   logging.info('mesh: %d devices over %d processes', jax.device_count(), jax.process_count())
   out = {}
   if _wants_superior(config, method):
-    superior_model = _run_superior(config, workdir, pipeline, mesh, stop_requested)
-    out['superior'] = _read_results(_superior_paths(config, workdir)[0])
+    superior_model, out['superior'] = _run_superior(config, workdir, pipeline, mesh,
+                                                    stop_requested)
   student_dir = paths.join(workdir, 'student')
-  if not _is_finished(student_dir):
+  out['student'] = finished_results(student_dir)
+  if out['student'] is None:
     superior = info = None
     if method.needs_superior:
       superior = load_superior(config, superior_model, pipeline.num_classes)
       info = _superior_info(config, workdir, results_of_superior=out.get('superior'))
     phase = loop.Phase('student', student_dir, config, method, superior, info)
     loop.train_phase(phase, pipeline, mesh, stop_requested)
-  out['student'] = _read_results(student_dir)
+    out['student'] = _read_results(student_dir)
   return out
 
 

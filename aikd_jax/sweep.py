@@ -39,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from aikd_jax import console
+from aikd_jax import console, paths
 from aikd_jax.errors import ConfigError, UserError, WorkdirError
 
 SWEEP_JSON = 'sweep.json'
@@ -73,13 +73,8 @@ class Cell:
     return self.method == SUPERIOR
 
   @property
-  def results_path(self) -> str:
-    return os.path.join(self.workdir, SUPERIOR if self.is_superior else 'student',
-                        'results.json')
-
-  @property
-  def finished(self) -> bool:
-    return os.path.exists(self.results_path)
+  def phase_dir(self) -> str:
+    return os.path.join(self.workdir, SUPERIOR if self.is_superior else 'student')
 
 
 @dataclasses.dataclass
@@ -226,9 +221,7 @@ def check_sweep_json(workdir: str, base, methods, seeds, variants) -> dict:
 
 
 def _write_json(path: str, data: dict) -> None:
-  with open(path + '.tmp', 'w') as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-  os.replace(path + '.tmp', path)
+  paths.write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 # -- running --------------------------------------------------------------------------
@@ -268,14 +261,6 @@ def _run_cell(cell: Cell, stop_requested) -> dict:
     return run.run(cell.config, cell.workdir, stop_requested)['student']
 
 
-def _read(path: str) -> dict | None:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def run_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
               stop_requested: Callable[[], bool] = lambda: False, log=None,
               extra: dict | None = None) -> Outcome:
@@ -284,24 +269,28 @@ def run_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
   Raises UserError (nothing written) when a cell's config is invalid, or DIR holds a
   sweep with another base config. `log(line)` prints progress (default: stderr).
   """
-  from aikd_jax import workdir_lock  # pylint: disable=g-import-not-at-top
+  from aikd_jax import run, workdir_lock  # pylint: disable=g-import-not-at-top
   from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
   log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-  workdir = os.path.abspath(workdir)
+  if paths.is_remote(workdir):
+    raise WorkdirError(f'sweep: --workdir {workdir}: a sweep folder must be on a local or shared '
+                       'file system (gs:// works for single runs, not for sweeps yet)')
+  workdir = paths.absolute(workdir)
   cells = build_cells(base, workdir, list(methods), list(seeds), variants)
   grid = check_sweep_json(workdir, base, methods, seeds, variants)
   grid.update(extra or {})
   out = Outcome(cells)
   with workdir_lock.held(workdir):
     _write_json(os.path.join(workdir, SWEEP_JSON), grid)
-    done = sum(c.finished for c in cells)
+    finished = {c.name: run.finished_results(c.phase_dir) for c in cells}
+    done = sum(r is not None for r in finished.values())
     n_sup = sum(c.is_superior for c in cells)
     log(f'sweep: {len(cells)} cells ({n_sup} superiors, {len(cells) - n_sup} students) in '
         f'{workdir}, {done} finished already')
     times = []
     for i, cell in enumerate(cells, start=1):
-      if cell.finished:
-        out.results[cell.name] = _read(cell.results_path)
+      if finished[cell.name] is not None:
+        out.results[cell.name] = finished[cell.name]
         continue
       if cell.superior is not None and cell.superior.name in dict(out.failed):
         out.failed.append((cell.name, f'its superior ({cell.superior.name}) failed'))
@@ -310,7 +299,7 @@ def run_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
       if stop_requested():
         out.stopped = True
         break
-      remaining = sum(not c.finished for c in cells[i - 1:])
+      remaining = sum(finished[c.name] is None for c in cells[i - 1:])
       eta = _eta(np.mean(times) * remaining) if times else '?'
       log(f'sweep: cell {i}/{len(cells)} {cell.name} ({done} done, {len(out.failed)} failed, '
           f'ETA {eta})')
@@ -426,7 +415,7 @@ def main(argv, config_flag, flag_values):
   workdir = flag_values['workdir'].value
   if raw is None or not workdir:
     console.fail('--workdir and --config (or --sweep) are required', ConfigError.exit_code)
-  workdir = os.path.abspath(workdir)
+  workdir = paths.absolute(workdir)
   try:
     grid = load_preset(flag_values['sweep'].value) if flag_values['sweep'].value else {}
     methods = (_split(flag_values['methods'].value) or list(grid.get('methods', ()))

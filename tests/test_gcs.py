@@ -60,7 +60,7 @@ def test_results_and_exported_model_on_gcs(gcs, monkeypatch):
   results.write(phase, {'top1_err': 1.0}, logits, labels, None, 'superior')
   names = sorted(p.name for p in epath.Path(phase).iterdir())
   assert names == ['predictions.npz', 'reliability.png', 'results.json']
-  assert run._is_finished(phase)  # pylint: disable=protected-access
+  assert run.finished_results(phase)['top1_err'] == 1.0
   with epath.Path(phase, 'predictions.npz').open('rb') as f:
     assert np.load(f)['logits'].shape == (20, 10)
   module = models.create('preact_resnet18', 10, width=4)
@@ -108,7 +108,7 @@ def test_damaged_checkpoint_on_gcs_is_moved_aside(gcs):
 def test_damaged_results_on_gcs_are_moved_aside(gcs):
   del gcs
   epath.Path('gs://bkt/w/damaged-results/student/results.json').write_text('{"top1_err": 1')
-  assert not run._is_finished('gs://bkt/w/damaged-results/student')  # pylint: disable=protected-access
+  assert run.finished_results('gs://bkt/w/damaged-results/student') is None
   names = [p.name for p in epath.Path('gs://bkt/w/damaged-results/student').iterdir()]
   assert names == ['results.json.damaged']
 

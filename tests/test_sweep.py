@@ -203,12 +203,32 @@ def test_sweep_json_grows_but_refuses_another_base_config(data_dirs, tmp_path, f
   with pytest.raises(WorkdirError, match='different base config .differs in: optim.lr'):
     sweep.run_sweep(smoke_config(data_dirs, **{'optim.lr': 0.5}), str(tmp_path), ['pskd'], [0],
                     log=_quiet([]))
+  assert sweep.run_sweep(smoke_config(data_dirs), str(tmp_path), ['pskd'], [0],
+                         {'v': {'pskd.alpha_t': 0.5}}, log=_quiet([])).exit_code == 0
   with pytest.raises(WorkdirError, match='variant v with other overrides'):
-    sweep.run_sweep(smoke_config(data_dirs), str(tmp_path), ['pskd'], [0],
-                    {'v': {'pskd.alpha_t': 0.5}}, log=_quiet([]))
     sweep.run_sweep(smoke_config(data_dirs), str(tmp_path), ['pskd'], [0],
                     {'v': {'pskd.alpha_t': 0.6}}, log=_quiet([]))
   assert read_json(tmp_path / 'sweep.json')['variants'] == {'v': {'pskd.alpha_t': 0.5}}
+
+
+def test_a_damaged_results_json_reruns_its_cell(data_dirs, tmp_path, fake_trainer):
+  calls, _ = fake_trainer
+  sweep.run_sweep(smoke_config(data_dirs), str(tmp_path), ['pskd', 'cskd'], [0], log=_quiet([]))
+  damaged = tmp_path / 'pskd' / 'seed0' / 'student' / 'results.json'
+  damaged.write_text('{"top1_err": 1')
+  calls.clear()
+  out = sweep.run_sweep(smoke_config(data_dirs), str(tmp_path), ['pskd', 'cskd'], [0],
+                        log=_quiet([]))
+  assert calls == [str(tmp_path / 'pskd' / 'seed0')] and out.exit_code == 0
+  assert out.results['pskd seed 0'] == read_json(damaged)
+  assert (damaged.parent / 'results.json.damaged').read_text() == '{"top1_err": 1'
+
+
+def test_a_gcs_sweep_folder_is_refused_in_one_line(data_dirs, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(WorkdirError, match='gs://b/sweep: a sweep folder must be on a local'):
+    sweep.run_sweep(smoke_config(data_dirs), 'gs://b/sweep', ['pskd'], [0], log=_quiet([]))
+  assert not os.listdir(tmp_path)
 
 
 def test_sweep_flag_supplies_the_config():
