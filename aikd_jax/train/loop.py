@@ -14,6 +14,7 @@ import numpy as np
 
 from aikd_jax import checkpointing, evaluation, models, paths, results, sharding, throughput
 from aikd_jax.errors import NonFiniteLossError, OutOfSpaceError
+from aikd_jax.methods import base
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
 
@@ -59,17 +60,23 @@ def _mean_metrics(pending: list[tuple[int, dict]]) -> dict:
   return {k: float(np.mean([m[k] for _, m in pending])) for k in pending[0][1]}
 
 
-def eval_outputs(eval_step, variables, pipeline, mesh):
-  """(logits, penultimate features, labels) of every test example once (padding dropped)."""
+def eval_outputs(eval_step, variables, pipeline, mesh, with_features: bool = True):
+  """(logits, penultimate features, labels) of every test example once (padding dropped).
+
+  Features (None unless `with_features`) are copied to the host only when asked for: only
+  the final evaluation writes them.
+  """
   logits, features, labels = [], [], []
   for batch in pipeline.eval_batches():
     batch = sharding.to_global(batch, mesh)
     keep = sharding.to_host(batch['mask'])
     z, f = eval_step(variables, batch['image'])
     logits.append(sharding.to_host(z)[keep])
-    features.append(sharding.to_host(f)[keep])
+    if with_features:
+      features.append(sharding.to_host(f)[keep])
     labels.append(sharding.to_host(batch['label'])[keep])
-  return np.concatenate(logits), np.concatenate(features), np.concatenate(labels)
+  features = np.concatenate(features) if with_features else None
+  return np.concatenate(logits), features, np.concatenate(labels)
 
 
 class _Trainer:
@@ -98,12 +105,15 @@ class _Trainer:
     self.train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=(0,))
     self.eval_step = jax.jit(steps.make_eval_step(self.model))
     self.compiled_step = None  # compiled at the first batch (XLA's FLOP count comes with it)
+    self.compile_s = 0.0  # compile time inside the current log window (not a step's time)
     self.flops_per_step = None
     self.profile = throughput.profile_action(phase.directory, config.profile_steps)
     self.best = (float('inf'), 0)  # (top-1 error, epoch) of the best epoch so far
     end_epoch = lambda state: state.replace(method=method.end_epoch(
         state.method, state_lib.variables_of(state.student)))
-    self.end_epoch = jax.jit(end_epoch, out_shardings=repl, donate_argnums=(0,))
+    self.end_epoch = None  # compiled only for a method that has an end-of-epoch update
+    if type(method).end_epoch is not base.Method.end_epoch:
+      self.end_epoch = jax.jit(end_epoch, out_shardings=repl, donate_argnums=(0,))
     self.superior = jax.device_put(phase.superior, repl) if phase.superior else None
     self.ckpt = checkpointing.TrainCheckpointer(paths.join(phase.directory, 'checkpoints'),
                                                 config.checkpoint.max_to_keep)
@@ -138,7 +148,9 @@ class _Trainer:
   def _step(self, batch):
     """One train step, compiled at the first call; logs XLA's FLOPs per step once."""
     if self.compiled_step is None:
+      start = time.perf_counter()
       self.compiled_step = self.train_step.lower(self.state, batch, self.superior).compile()
+      self.compile_s = time.perf_counter() - start
       self.flops_per_step = throughput.step_flops(self.compiled_step)
       logging.info('%s: global batch %d over %d devices, %.3g model FLOPs per step (XLA)',
                    self.phase.name, self.config.batch_size, jax.device_count(),
@@ -152,8 +164,14 @@ class _Trainer:
         global_batch=self.config.batch_size, step_time_s=seconds / max(steps, 1),
         num_devices=jax.device_count(), flops_per_step=self.flops_per_step, peak=peak)
 
-  def _log_train(self, pending, epoch, seconds: float):
+  def _log_train(self, pending, epoch, since: float) -> float:
+    """Logs the steps of a window that began at `since`; returns when it ended.
+
+    The window ends once its steps are done on the device, not when they were dispatched.
+    """
     jax.block_until_ready(pending[-1][1])
+    now = time.perf_counter()
+    seconds, self.compile_s = now - since - self.compile_s, 0.0
     pending = [(s, jax.device_get(m)) for s, m in pending]
     _check_finite(pending)
     step, means = pending[-1][0], _mean_metrics(pending)
@@ -164,6 +182,7 @@ class _Trainer:
     logging.info('%s epoch %d/%d step %d/%d: %s', self.phase.name, epoch + 1,
                  self.config.num_epochs, step, self.total_steps,
                  ', '.join(f'{k} {v:.4g}' for k, v in sorted(means.items())))
+    return now
 
   def _should_stop(self, step: int) -> bool:
     """SIGTERM on one host; across hosts, JAX's preemption sync point (all agree)."""
@@ -185,11 +204,10 @@ class _Trainer:
       if self.profile is not None:
         self.profile(step)
       if step % self.config.log_every_steps == 0 or i + 1 == self.spe:
-        self._log_train(pending, epoch, time.perf_counter() - t_log)
-        pending, t_log = [], time.perf_counter()
+        t_log, pending = self._log_train(pending, epoch, t_log), []
       if self._should_stop(step) and i + 1 < self.spe:
         if pending:
-          self._log_train(pending, epoch, time.perf_counter() - t_log)
+          self._log_train(pending, epoch, t_log)
         self.train_time_s += time.perf_counter() - t0
         self.save(epoch, i + 1)
         self.ckpt.wait()
@@ -198,10 +216,14 @@ class _Trainer:
 
   # -- evaluation ----------------------------------------------------------------------
   def evaluate(self, epoch: int):
-    """(metrics, logits, features, labels) on the test set; tracks the best epoch."""
+    """(metrics, logits, features, labels) on the test set; tracks the best epoch.
+
+    Features come with the last epoch's evaluation only (None before).
+    """
     with self.report.timed('eval'):
       logits, features, labels = eval_outputs(
-          self.eval_step, state_lib.variables_of(self.state.student), self.pipeline, self.mesh)
+          self.eval_step, state_lib.variables_of(self.state.student), self.pipeline, self.mesh,
+          with_features=epoch + 1 == self.config.num_epochs)
       metrics = evaluation.classification_metrics(logits, labels, self.pipeline.num_classes)
     if metrics['top1_err'] < self.best[0]:
       self.best = (float(metrics['top1_err']), epoch + 1)
@@ -273,7 +295,8 @@ def _train(trainer: _Trainer) -> dict:
   for epoch in range(epoch, config.num_epochs):
     trainer.train_epoch(epoch, start_step)
     start_step = 0
-    trainer.state = trainer.end_epoch(trainer.state)
+    if trainer.end_epoch is not None:
+      trainer.state = trainer.end_epoch(trainer.state)
     final = trainer.evaluate(epoch)
     trainer.save(epoch + 1, 0)
   if final is None:  # restored after the last epoch, before results were written
