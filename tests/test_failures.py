@@ -97,6 +97,7 @@ def test_workdir_problems(data_dirs, tmp_path, finished):
   a_file = tmp_path / 'file'
   a_file.write_text('x')
   assert 'is a file, not a folder' in one_error_line(cli(str(a_file), data_dirs), 4)
+  assert a_file.read_text() == 'x'
   damaged = tmp_path / 'damaged'
   damaged.mkdir()
   (damaged / 'config.json').write_text('{"seed": ')
@@ -109,6 +110,18 @@ def test_workdir_problems(data_dirs, tmp_path, finished):
   line = one_error_line(cli(str(tmp_path / 'w'), data_dirs, f'--config.superior_init={no_vars}'),
                         4)
   assert 'has model.json but no variables/' in line
+  assert not (tmp_path / 'w').exists()
+
+
+def test_damaged_superior_of_another_workdir_is_one_line_and_left_alone(finished, data_dirs,
+                                                                        tmp_path):
+  other = _copy_of(finished, tmp_path)
+  with open(os.path.join(other, 'superior', 'results.json'), 'r+') as f:
+    f.truncate(20)
+  before = listing(other)
+  with pytest.raises(WorkdirError, match='superior/results.json is damaged'):
+    run.run(smoke_config(data_dirs, superior_workdir=other), str(tmp_path / 'w'))
+  assert listing(other) == before and not (tmp_path / 'w').exists()
 
 
 def test_read_only_workdir(data_dirs, tmp_path):
@@ -147,8 +160,12 @@ def test_damaged_results_json_is_recomputed_not_retrained(finished, data_dirs, t
   with open(path, 'r+') as f:
     f.truncate(20)
   student_before = listing(os.path.join(workdir, 'student'))
+  checkpoints_before = listing(os.path.join(workdir, 'superior', 'checkpoints'))
   out = run.run(smoke_config(data_dirs), workdir)
   assert comparable(out['superior']) == comparable(finished[1]['superior'])
+  # Not retrained: no new checkpoint, and the training time is the one saved with the last.
+  assert listing(os.path.join(workdir, 'superior', 'checkpoints')) == checkpoints_before
+  assert out['superior']['train_time_s'] == finished[1]['superior']['train_time_s']
   assert os.path.exists(path + '.damaged')
   assert listing(os.path.join(workdir, 'student')) == student_before
 
@@ -222,10 +239,13 @@ def test_second_run_on_a_running_workdir_stops_at_once(finished, data_dirs, tmp_
   first = start_long_student(finished, data_dirs, tmp_path)
   try:
     before = listing(tmp_path / 'student' / 'checkpoints')
+    lock, config = (tmp_path / '.lock').read_text(), listing(tmp_path)['config.json']
     line = one_error_line(cli(str(tmp_path), data_dirs,
                               f'--config.superior_workdir={finished[0]}',
                               '--config.num_epochs=200'), 4)
     assert f'is in use by pid {first.pid} on {socket.gethostname()}' in line
+    assert (tmp_path / '.lock').read_text() == lock
+    assert listing(tmp_path)['config.json'] == config
   finally:
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=300)
