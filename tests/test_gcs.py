@@ -123,6 +123,17 @@ def test_missing_bucket_is_one_line_before_anything_is_written(gcs, data_dirs):
   assert not epath.Path('gs://nobucket').exists()
 
 
+def test_import_torch_output_checks_on_gcs(gcs, tmp_path, monkeypatch):
+  del gcs
+  from aikd_jax.tools import import_torch  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  epath.Path('gs://bkt/imported/full/model.json').write_text('{}')
+  with pytest.raises(WorkdirError, match='already holds files'):
+    import_torch.check_output('gs://bkt/imported/full', overwrite=False)
+  import_torch.check_output('gs://bkt/imported/new', overwrite=False)
+  assert not os.listdir(tmp_path)  # no local 'gs:' folder
+
+
 def test_workdir_checks_lock_and_logs_on_gcs(gcs, tmp_path, monkeypatch):
   del gcs
   monkeypatch.setattr(console, 'LOCAL_LOG_ROOT', str(tmp_path / 'logs'))

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aikd_jax import models
+from aikd_jax import models, paths
 from aikd_jax.errors import ConfigError, DataError, OutOfSpaceError, UserError, WorkdirError
 
 TORCH_MISSING = 'torch is needed to read .pth files: pip install torch (optional extra)'
@@ -203,13 +203,14 @@ def check_finite(state_dict: dict[str, np.ndarray], path: str) -> None:
 
 def check_output(output: str, overwrite: bool) -> None:
   """WorkdirError unless --output is absent or an empty folder (or --overwrite is given)."""
-  if os.path.lexists(output) and not os.path.isdir(output):
+  out = paths.resolve(output)  # a local folder or gs://...
+  if (out.exists() or os.path.islink(out)) and not out.is_dir():
     raise WorkdirError(f'--output {output} is a file, not a folder: give a folder path')
-  if os.path.isdir(output) and os.listdir(output) and not overwrite:
+  if out.is_dir() and any(out.iterdir()) and not overwrite:
     raise WorkdirError(f'--output {output} already holds files (an exported model?); nothing '
                        'was changed: choose a new folder, or add --overwrite to replace it')
-  parent = os.path.dirname(os.path.abspath(output))
-  if os.path.exists(parent) and not os.path.isdir(parent):
+  parent = out.parent
+  if parent.exists() and not parent.is_dir():
     raise WorkdirError(f'--output {output}: {parent} is a file, not a folder')
 
 
@@ -242,7 +243,7 @@ def _write(args, variables) -> None:
   from aikd_jax import checkpointing  # pylint: disable=g-import-not-at-top (keeps orbax lazy)
   options = {} if args.width is None else {'width': args.width}
   try:
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    paths.resolve(args.output).parent.mkdir(parents=True, exist_ok=True)
     checkpointing.save_model(args.output, arch=args.arch, num_classes=args.num_classes,
                              options=options, variables=variables)
   except OSError as e:
