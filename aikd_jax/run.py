@@ -16,6 +16,7 @@ from aikd_jax import checkpointing, console, evaluation, methods, models, prefli
 from aikd_jax import paths, sharding, shared_workdir
 from aikd_jax import config as config_lib
 from aikd_jax import workdir_lock
+from aikd_jax.data import datasets
 from aikd_jax.data.pipeline import Pipeline
 from aikd_jax.errors import WorkdirError
 from aikd_jax.train import loop, steps
@@ -74,12 +75,13 @@ def _expected_model(config, num_classes: int) -> dict:
   return {'arch': config.model.arch, 'num_classes': num_classes, 'width': config.model.width}
 
 
-def _preflight(config, workdir: str, pipeline: Pipeline, method) -> None:
-  """Every check that needs the outside world; nothing is written."""
+def _preflight(config, workdir: str, method) -> None:
+  """Every check that needs the outside world but not the data; nothing is written."""
+  spec = datasets.get(config.data.name)
   preflight.check_devices(config, jax.local_device_count())
-  preflight.check_augment(config, pipeline.image_shape[0])
+  preflight.check_augment(config, spec.image_shape[0])
   preflight.check_workdir(config, workdir)
-  expected = _expected_model(config, pipeline.num_classes)
+  expected = _expected_model(config, spec.num_classes)
   if config.model.init:
     checkpointing.check_model(config.model.init, {'arch': config.model.arch}, 'model.init')
   if config.superior_init and _wants_superior(config, method):
@@ -140,8 +142,8 @@ def prepare(raw_config, workdir: str):
   """Reads and checks everything; returns (config, pipeline, method). Writes nothing."""
   config = config_lib.parse(raw_config)
   method = methods.create(config)
-  pipeline = Pipeline(config)
-  _preflight(config, workdir, pipeline, method)
+  _preflight(config, workdir, method)  # first: reading the data can take minutes
+  pipeline = Pipeline(config)  # checks the batch against the dataset
   return config, pipeline, method
 
 
