@@ -78,8 +78,7 @@ class TrainCheckpointer:
       while target.exists():
         target, n = root / 'damaged' / f'{step}.{n}', n + 1
       (root / str(step)).rename(target)  # on gs:// a copy of each object, then a delete
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices(f'moved aside checkpoint {step}')
+    _sync(f'moved aside checkpoint {step}')
     self._manager.reload()
     return os.fspath(target)
 
@@ -180,7 +179,6 @@ def _replace(new: str, directory: str) -> None:
 
 def _sync(name: str) -> None:
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
 
 

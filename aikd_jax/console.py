@@ -16,6 +16,7 @@ import traceback
 
 from absl import flags, logging
 
+from aikd_jax import paths
 from aikd_jax.errors import INTERNAL_ERROR, ConfigError
 
 LOG_FILE = 'log.txt'
@@ -63,7 +64,7 @@ def local_log_dir(workdir: str) -> str:
 
 
 def _log_dir(workdir: str) -> str:
-  return local_log_dir(workdir) if '://' in os.fspath(workdir) else os.fspath(workdir)
+  return local_log_dir(workdir) if paths.is_remote(workdir) else os.fspath(workdir)
 
 
 def fail_internal(workdir: str):

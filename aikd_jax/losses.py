@@ -102,11 +102,8 @@ def tfkd_loss(logits: jax.Array, targets: jax.Array, teacher_logits: jax.Array,
   """
   logits, targets = _f32(logits), _f32(targets)
   teacher_logits = jax.lax.stop_gradient(_f32(teacher_logits))
-  log_p = jax.nn.log_softmax(teacher_logits / temperature, axis=-1)
-  log_q = jax.nn.log_softmax(logits / temperature, axis=-1)
-  elementwise = jnp.exp(log_p) * (log_p - log_q)
   terms = {'ce': soft_cross_entropy(logits, targets),
-           'kd': temperature**2 * multiplier * jnp.mean(elementwise)}
+           'kd': multiplier * kd_kl(logits, teacher_logits, temperature) / logits.shape[-1]}
   return (1.0 - alpha) * terms['ce'] + alpha * terms['kd'], terms
 
 

@@ -8,6 +8,7 @@ import json
 import os
 
 from etils import epath
+from flax import traverse_util
 import jax
 
 from aikd_jax import paths
@@ -20,14 +21,9 @@ RESUMABLE_KEYS = frozenset({'log_every_steps', 'checkpoint.max_to_keep', 'data.t
 CONFIG_JSON = 'config.json'
 
 
-def flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
+def flatten(d: dict) -> dict:
+  """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}."""
+  return traverse_util.flatten_dict(d, sep='.')
 
 
 def differing_keys(saved: dict, now: dict, ignore=frozenset()) -> list[str]:

@@ -449,9 +449,7 @@ def reliability_curves(rows: list[Row], ts_method: str = 'aikd'):
 
 def superior_dir_of(run: Run) -> str:
   """The superior phase folder of a student: results' 'superior.dir', else the sibling."""
-  given = (run.results.get('superior') or {}).get('dir')
-  if given and not os.path.isabs(given) and os.path.isdir(os.path.join(run.path, given)):
-    return os.path.normpath(os.path.join(run.path, given))  # relative to the student
+  given = (run.results.get('superior') or {}).get('dir')  # absolute (run._superior_info)
   if given:
     return given
   return os.path.join(os.path.dirname(os.path.normpath(run.path)), 'superior')

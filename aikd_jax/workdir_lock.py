@@ -24,6 +24,7 @@ import time
 
 from absl import logging
 
+from aikd_jax import paths
 from aikd_jax.errors import WorkdirError
 
 LOCK = '.lock'
@@ -88,7 +89,7 @@ def acquire(workdir: str) -> str:
       inode = os.stat(path).st_ino
     except FileNotFoundError:
       continue  # released meanwhile
-    holder = _read(path) or {}
+    holder = _read(path)
     if not _is_stale(path, holder):
       raise WorkdirError(f'workdir {workdir} is in use by {_describe(holder)}; wait for it, '
                          f'stop it, or use another --workdir')
@@ -106,7 +107,7 @@ def held(workdir: str, enabled: bool = True):
   if not enabled:
     yield
     return
-  if '://' in os.fspath(workdir):
+  if paths.is_remote(workdir):
     logging.warning('workdir %s is on an object store, where runs cannot be locked out: '
                     'start one run per workdir', workdir)
     yield

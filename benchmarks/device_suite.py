@@ -24,6 +24,7 @@ import time
 
 from absl import app, flags
 import jax
+import numpy as np
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH_DIR))
@@ -104,8 +105,7 @@ def _time_one(bench, future, kind, warmup, repeats, row, background: bool) -> di
   """One timed row; an error (out of memory, say) is recorded and the suite goes on."""
   try:
     compiled = future.result()
-    times = sorted(bench.time(compiled, warmup, repeats))
-    step_s = times[len(times) // 2]
+    step_s = float(np.median(bench.time(compiled, warmup, repeats)))
     summary = throughput.throughput_summary(
         global_batch=bench.spec.batch, step_time_s=step_s, num_devices=jax.device_count(),
         flops_per_step=throughput.step_flops(compiled),

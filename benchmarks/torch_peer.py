@@ -14,6 +14,7 @@ and the critic of `aikd_jax/models/critic.py`. Without torch it prints one line 
 exits with status 2.
 """
 import os
+import statistics
 import sys
 import time
 
@@ -124,11 +125,6 @@ if torch is not None:
       self.critic_opt.step()
 
 
-def median(xs):
-  xs = sorted(xs)
-  return xs[len(xs) // 2]
-
-
 def time_torch(method: str, batch: int, num_classes: int, width: int, device: str,
                warmup: int, repeats: int) -> float:
   """Median seconds of one PyTorch step of `method`."""
@@ -145,7 +141,7 @@ def time_torch(method: str, batch: int, num_classes: int, width: int, device: st
     sync()
     if i >= warmup:
       times.append(time.perf_counter() - t0)
-  return median(times)
+  return statistics.median(times)
 
 
 def time_jax(method: str, batch: int, num_classes: int, width: int, warmup: int,

@@ -30,8 +30,8 @@ class CSKD(base.Method):
     out, stats = forward(params, batch_stats, inputs.batch['image'])
     # torch.no_grad(): the pair forward sees the parameters as constants.
     pair, stats = forward(jax.lax.stop_gradient(params), stats, inputs.batch['pair_image'])
-    loss, terms = losses.cskd_loss(out.logits, jax.lax.stop_gradient(pair.logits),
-                                   inputs.targets, self.c.temperature, self.c.lam)
+    loss, terms = losses.cskd_loss(out.logits, pair.logits, inputs.targets,  # detaches pair
+                                   self.c.temperature, self.c.lam)
     return loss, terms, out.logits, stats
 
 

@@ -12,10 +12,10 @@ with --config.data.tfds_dir=TFDS_DIR (the TFDS default data dir without --data_d
 import argparse
 from collections.abc import Sequence
 import os
-import sys
 
 import tensorflow_datasets as tfds
 
+from aikd_jax import console
 from aikd_jax.data import builders
 from aikd_jax.errors import UserError
 
@@ -49,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    raise SystemExit(e.exit_code) from None
+    console.fail(str(e), e.exit_code)
   _report(builder)
 
 
