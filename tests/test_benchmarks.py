@@ -40,7 +40,8 @@ def test_full_suite_covers_the_paper_grid():
 
 
 def test_projection_arithmetic():
-  rows = [_row('preact_resnet18', 'baseline', 100.0), _row('preact_resnet18', 'aikd', 150.0),
+  rows = [_row('preact_resnet18', 'baseline', 100.0),
+          dict(_row('preact_resnet18', 'aikd', 150.0, mfu=0.4), flops_per_step=3e12),
           _row('resnet50', 'baseline', 40.0, batch=32, size=224)]  # no aikd: not projected
   proj = {p['dataset']: p for p in device_suite.projection(rows)}
   assert set(proj) == {'cifar100', 'tiny_imagenet'}
@@ -53,15 +54,16 @@ def test_projection_arithmetic():
 
 
 def test_markdown_tables():
-  rows = [_row('preact_resnet18', 'baseline', 100.0), _row('preact_resnet18', 'aikd', 150.0),
+  rows = [_row('preact_resnet18', 'baseline', 100.0),
+          dict(_row('preact_resnet18', 'aikd', 150.0, mfu=0.4), flops_per_step=3e12),
           dict(_row('densenet121', 'aikd', 1.0), status='skipped (budget)')]
   pipe = [{'dataset': 'px32', 'px': 32, 'mode': 'train', 'threads': 1, 'images_per_s': 7651.2,
            'ms_per_batch': 16.7}]
   text = device_suite.markdown(dict(_result(rows, pipe),
                                     projection=device_suite.projection(rows)))
   assert '1 x NVIDIA H200 (gpu)' in text.splitlines()[0]
-  assert ('| `preact_resnet18` | 32 px, 128 | float32 | 100.0 | 150.0 | 1.50 | 853.3 | 2000.0 '
-          '| 25.0 |') in text
+  assert ('| `preact_resnet18` | 32 px, 128 | float32 | 100.0 | 150.0 | 1.50 | 853.3 | 3000.0 '
+          '| 40.0 |') in text  # GFLOP and MFU of the aikd row
   assert '`densenet121` aikd float32: skipped (budget)' in text
   assert '| 32 px | train | 1 | 7,651 |' in text
   assert '| cifar100 | `preact_resnet18` | float32 | 128 | 390 | 3.2 | 4.9 | 8.1 |' in text

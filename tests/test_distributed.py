@@ -13,8 +13,8 @@ import pytest
 
 from aikd_jax import distributed
 from aikd_jax.errors import DistributedError
+from tests.runs import ROOT, cli_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _free_port() -> int:
@@ -27,14 +27,10 @@ PEER_TIMEOUT_S = 10.0  # the survivors' bound in these tests (default 30 s)
 
 
 def _command(workdir, data_dirs, port, process_id, *flags, num_processes=2):
-  args = [sys.executable, '-m', 'aikd_jax.main', '--config=configs/demo.py:smoke',
-          f'--workdir={workdir}', '--config.data.train_subset=96',
-          f'--config.data.manual_dir={data_dirs["manual_dir"]}',
-          f'--config.data.tfds_dir={data_dirs["tfds_dir"]}',
-          f'--coordinator=localhost:{port}', f'--num_processes={num_processes}',
-          f'--process_id={process_id}', *flags]
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
-             AIKD_JAX_PEER_TIMEOUT_S=str(PEER_TIMEOUT_S))
+  args, env = cli_command(workdir, data_dirs, f'--coordinator=localhost:{port}',
+                          f'--num_processes={num_processes}', f'--process_id={process_id}',
+                          *flags)
+  env['AIKD_JAX_PEER_TIMEOUT_S'] = str(PEER_TIMEOUT_S)
   return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
@@ -178,5 +174,9 @@ def test_killed_peer_ends_survivor_then_restart_resumes(data_dirs, tmp_path):
   finally:
     for p in procs:
       p.kill()
-      p.communicate()
+    _, err = procs[0].communicate()
+    procs[1].communicate()
   assert min(_steps(tmp_path)) >= before[-1]  # nothing started again from step 0
+  spe = 3  # 96 examples, batch 32
+  resumed_at = f'superior: resumed at epoch {before[-1] // spe}, step {before[-1] % spe} '
+  assert resumed_at in err, err[-3000:]

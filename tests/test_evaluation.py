@@ -261,5 +261,11 @@ def test_metrics_temperature_within_bounds_is_the_fold_mean():
   ece_ts, temperature = evaluation.temperature_scaled_ece(z, labels)
   assert m['ts_temperature_at_bound'] is False
   assert (m['temperature'], m['ece_ts']) == (temperature, ece_ts)
+  # By hand: fit T on each half, score the other half at it, average both.
+  t1 = evaluation.fit_temperature(z[:150], labels[:150])
+  t2 = evaluation.fit_temperature(z[150:], labels[150:])
+  assert m['temperature'] == pytest.approx((t1 + t2) / 2, rel=1e-12)
+  assert m['ece_ts'] == pytest.approx((evaluation.ece(z[150:] / t1, labels[150:])
+                                       + evaluation.ece(z[:150] / t2, labels[:150])) / 2)
   assert not evaluation.temperature_at_bound(temperature)
   assert evaluation.temperature_at_bound(1e4) and evaluation.temperature_at_bound(1e-4)

@@ -5,6 +5,7 @@ writer) and Orbax's TensorStore; tests/gcs_emulator.py says how each reaches the
 """
 import os
 import pathlib
+from unittest import mock
 import zipfile
 
 from etils import epath
@@ -101,8 +102,8 @@ def test_damaged_checkpoint_on_gcs_is_moved_aside(gcs):
   assert meta == {'epoch': 1}
   np.testing.assert_array_equal(state['w'], [1.0, 1.0, 1.0])
   assert sorted(p.name for p in epath.Path(root).iterdir()) == ['1', 'damaged']
-  assert (epath.Path(root, 'damaged', '2', 'state') / 'manifest.ocdbt').exists() is False
-  assert (epath.Path(root, 'damaged', '2', 'meta')).is_dir()
+  assert epath.Path(root, 'damaged', '2', 'state').is_dir()  # the rest of the step, kept
+  assert epath.Path(root, 'damaged', '2', 'meta').is_dir()
 
 
 def test_damaged_results_on_gcs_are_moved_aside(gcs):
@@ -138,9 +139,12 @@ def test_workdir_checks_lock_and_logs_on_gcs(gcs, tmp_path, monkeypatch):
   del gcs
   monkeypatch.setattr(console, 'LOCAL_LOG_ROOT', str(tmp_path / 'logs'))
   assert console.local_log_dir('gs://bkt/w').startswith(str(tmp_path / 'logs'))
-  with workdir_lock.held('gs://bkt/w2'):  # no lock on object stores, a warning instead
-    assert not epath.Path('gs://bkt/w2/.lock').exists()
-  shared_workdir.check('gs://bkt/w2', 1)  # one process: nothing to check
+  with mock.patch.object(workdir_lock.logging, 'warning') as warning:
+    with workdir_lock.held('gs://bkt/w2'):  # no lock on object stores, a warning instead
+      assert not epath.Path('gs://bkt/w2/.lock').exists()
+  assert 'cannot be locked out' in warning.call_args[0][0] % warning.call_args[0][1:]
+  shared_workdir.check('gs://bkt/w2', 1)  # one process: nothing to check, nothing written
+  assert not epath.Path('gs://bkt/w2').exists()
 
 
 @pytest.mark.slow
@@ -173,7 +177,7 @@ def test_both_phases_kill_resume_shared_superior_and_load_on_gcs(gcs, data_dirs)
   proc = start_cli_until('gs://bkt/killed', remote_data, 'superior epoch 2/2 eval')
   proc.kill()
   proc.communicate(timeout=60)
-  assert not epath.Path('gs://bkt/killed/student/results.json').exists()
+  assert not epath.Path('gs://bkt/killed/superior/results.json').exists()
   proc = cli('gs://bkt/killed', remote_data)
   assert proc.returncode == 0, proc.stderr[-3000:]
   for phase in ('superior', 'student'):
@@ -215,7 +219,7 @@ def test_archive_builders_read_a_manual_dir_on_gcs(gcs, tmp_path, name, layout):
   local.mkdir()
   writers = {'tiny_imagenet': test_builders.write_tiny_imagenet_zip,
              'mit67': test_builders.write_mit67_files, 'fgvc_aircraft': test_builders.write_fgvc_archive}
-  writers[name](local)
+  expected = writers[name](local)
   if layout == 'folder':
     archive = local / 'tiny-imagenet-200.zip'
     with zipfile.ZipFile(archive) as z:
@@ -224,6 +228,7 @@ def test_archive_builders_read_a_manual_dir_on_gcs(gcs, tmp_path, name, layout):
   remote = _upload(local, f'gs://bkt/manual-{name}-{layout}')
   from_gcs = test_builders._prepare(name, remote, tmp_path / 'tfds_gcs')  # pylint: disable=protected-access
   from_disk = test_builders._prepare(name, local, tmp_path / 'tfds_local')  # pylint: disable=protected-access
+  assert set(from_gcs.info.splits) == set(from_disk.info.splits) == set(expected)
   for split in from_disk.info.splits:
     got = test_builders._examples(from_gcs, split)  # pylint: disable=protected-access
     want = test_builders._examples(from_disk, split)  # pylint: disable=protected-access

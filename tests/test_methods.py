@@ -1,10 +1,7 @@
 """The peer methods (TF-KD, PS-KD, CS-KD, Zipf's LS, TF-FD) and AI-KD's table mode through
 the generic step: each loss against the loss functions on the same forward outputs, the
 state they keep, what they trace (forward passes per step), and smoke runs end to end."""
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,18 +23,12 @@ from tests.runs import comparable, count_convs
 NUM_CLASSES, SPE, NUM_TRAIN, BATCH = 10, 4, 32, 8  # Fashion-MNIST has 10 classes
 IMAGE_SHAPE = (8, 8, 1)
 PEERS = ('tfkd', 'pskd', 'cskd', 'zipf_ls', 'tffd')
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def typed_config(method: str, **overrides) -> config_lib.RunConfig:
   """configs/demo.py:smoke with `method`, a width-2 model and `overrides` ('group.key')."""
-  raw = demo.get_config('smoke')
-  raw.method = method
-  raw.model.width = 2
-  for key, value in overrides.items():
-    group, leaf = key.split('.')
-    raw[group][leaf] = value
-  return config_lib.parse(raw)
+  return config_lib.parse(runs.set_keys(demo.get_config('smoke'),
+                                        {'method': method, 'model.width': 2, **overrides}))
 
 
 class Setup:
@@ -179,6 +170,7 @@ def test_pskd_initial_table():
   s = Setup('pskd')
   assert s.state.method['table'].shape == (NUM_TRAIN, NUM_CLASSES)
   assert s.state.method['table'].dtype == jnp.float32
+  np.testing.assert_array_equal(s.state.method['table'], 0.0)
 
 
 def test_cskd_pair_updates_batch_norm_but_gets_no_gradient():
@@ -257,11 +249,8 @@ def fast_compile():
   jax.config.update('jax_disable_most_optimizations', before)
 
 
-CLI_FLAGS = ('--config.data.train_subset=96',)
-
-
 def smoke_config(data_dirs, method, **overrides):
-  """configs/demo.py:smoke on the fake files, as the CLI gets it with `CLI_FLAGS`."""
+  """configs/demo.py:smoke on the fake files, as `runs.cli` gives it to the CLI."""
   return runs.smoke_config(data_dirs, method=method, **{'data.train_subset': 96, **overrides})
 
 
@@ -335,13 +324,7 @@ def test_four_devices_match_one(smoke_runs, data_dirs, tmp_path, name):
   """The CLI on 4 forced CPU devices ends where the 1-device run ends."""
   workdir, results = smoke_runs[name]
   superior = [f'--config.superior_workdir={workdir}'] if 'superior' in results else []
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  proc = subprocess.run(
-      [sys.executable, '-m', 'aikd_jax.main', '--config=configs/demo.py:smoke',
-       f'--workdir={tmp_path}', f'--config.method={name}', *CLI_FLAGS, *superior,
-       f'--config.data.manual_dir={data_dirs["manual_dir"]}',
-       f'--config.data.tfds_dir={data_dirs["tfds_dir"]}'],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  proc = runs.cli(str(tmp_path), data_dirs, f'--config.method={name}', *superior, devices=4)
   assert proc.returncode == 0, proc.stderr[-3000:]
   one, four = final_state(os.path.join(workdir, 'student')), final_state(str(tmp_path / 'student'))
   # Zipf's votes (an argmax per position) and TF-FD's channel order (a sort by saliency)
@@ -352,7 +335,6 @@ def test_four_devices_match_one(smoke_runs, data_dirs, tmp_path, name):
                one['student']['params'], four['student']['params'])
   if name == 'pskd':
     np.testing.assert_allclose(one['method']['table'], four['method']['table'], atol=2e-4)
-  with open(tmp_path / 'student' / 'results.json') as f:
-    four_results = json.load(f)
+  four_results = runs.read_json(tmp_path / 'student' / 'results.json')
   for key in ('top1_err', 'top5_err', 'nll', 'ece'):
     assert four_results[key] == pytest.approx(results['student'][key], abs=1e-2), key

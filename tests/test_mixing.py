@@ -226,10 +226,13 @@ def test_apply_transforms_a_pair_half_like_its_anchors(augment):
   batch = _batch()
   batch['pair_image'] = batch['image'] * 2.0 + 1.0  # an affine copy of the anchors
   out, _ = mixing.apply(jax.random.key(4), batch, _augment_config(**augment), 5)
+  assert ('mix_perm' in out) == ('cutout' not in augment)
   if 'mix_perm' in out:
     assert 0 < out['mix_lam'] < 1
+  assert not np.allclose(out['image'], batch['image'])  # the anchors were transformed
   # Mixing and cutout commute with x -> 2x + 1 except where a hole sets pixels to 0.
   holes = out['image'] == 0
+  assert bool(holes.any()) == ('cutout' in augment)
   expected = jnp.where(holes, 0.0, out['image'] * 2.0 + 1.0)
   np.testing.assert_allclose(out['pair_image'], expected, rtol=1e-5, atol=1e-5)
 
