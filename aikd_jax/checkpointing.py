@@ -23,6 +23,7 @@ from aikd_jax import paths
 from aikd_jax.errors import ConfigError, NonFiniteLossError, WorkdirError
 
 MODEL_JSON = 'model.json'
+MODEL_DIR = 'model'  # a phase's exported model: PHASE_DIR/model
 
 
 def _abstract(tree):

@@ -151,7 +151,8 @@ def peer_loss_ends_run():
     raise
 
 
-def _client():
+def kv_client():
+  """JAX's key-value store client of this process (after jax.distributed.initialize)."""
   from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
   return jax_distributed.global_state.client
 
@@ -163,7 +164,7 @@ class PeerWatchdog:
                num_processes: int | None = None):
     import jax  # pylint: disable=g-import-not-at-top
     self._timeout = peer_timeout_s
-    self._client = client or _client()
+    self._client = client or kv_client()
     self._me = jax.process_index() if process_id is None else process_id
     self._n = jax.process_count() if num_processes is None else num_processes
     self._stop = threading.Event()

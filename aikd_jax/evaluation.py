@@ -294,9 +294,13 @@ def _cross_fit(logits, labels, n_bins: int = 10) -> tuple[list[float], list[floa
   return temps, eces
 
 
+# A fitted T within a relative 1e-9 of the search's ends is a clamp, not a minimum.
+_T_LOWEST, _T_HIGHEST = 1.0 / _BETA_MAX * (1 + 1e-9), 1.0 / _BETA_MIN * (1 - 1e-9)
+
+
 def temperature_at_bound(t: float) -> bool:
   """True when a fitted T is a clamp of the search, not a minimum (see fit_temperature)."""
-  return not 1.0 / _BETA_MAX * (1 + 1e-9) < t < 1.0 / _BETA_MIN * (1 - 1e-9)
+  return not _T_LOWEST < t < _T_HIGHEST
 
 
 def _reported_temperature(temps: list[float]) -> tuple[float, bool]:
@@ -308,7 +312,7 @@ def _reported_temperature(temps: list[float]) -> tuple[float, bool]:
   """
   if not any(temperature_at_bound(t) for t in temps):
     return float(np.mean(temps)), False
-  return (float('inf') if max(temps) >= 1.0 / _BETA_MIN * (1 - 1e-9) else 0.0), True
+  return (float('inf') if max(temps) >= _T_HIGHEST else 0.0), True
 
 
 def classification_metrics(logits, labels,

@@ -261,7 +261,7 @@ def ranks(rows: list[Row], metric: str, lower_is_better: bool) -> dict[int, int]
   return {i: levels.index(v) + 1 for i, v in shown.items() if v in levels}
 
 
-def _mean_std(mean: float, std: float | None) -> str:
+def mean_std(mean: float, std: float | None) -> str:
   return f'{mean:.2f}' if std is None else f'{mean:.2f} ± {std:.2f}'
 
 
@@ -271,14 +271,14 @@ def format_cell(values: list[float] | None, rank: int | None, pending: int) -> s
   if not values:
     return 'pending' if pending else '—'
   mean, std, n = summarize(values)
-  text = _mean_std(mean, std)
+  text = mean_std(mean, std)
   text = {1: f'**{text}**', 2: f'<u>{text}</u>'}.get(rank, text)
   return text if n == 3 else f'{text} (n={n})'
 
 
 def format_paper_cell(paper: dict, metric: str) -> str:
   cell = paper.get(metric)
-  return '' if cell is None else _mean_std(*cell)
+  return '' if cell is None else mean_std(*cell)
 
 
 def markdown_table(rows: list[Row]) -> list[str]:
@@ -406,14 +406,18 @@ def find_pending(dirs: list[str]) -> list[Pending]:
   return out
 
 
-def load_predictions(phase_dir: str) -> dict | None:
-  """predictions.npz of a phase folder as a dict of arrays, or None if absent."""
+def load_predictions(phase_dir: str, keys=('logits', 'labels')) -> dict | None:
+  """The arrays `keys` (those it has) of a phase folder's predictions.npz, or None if absent.
+
+  Each array is decompressed on its own, so the features (the largest) are read only
+  when asked for.
+  """
   path = os.path.join(phase_dir, 'predictions.npz')
   if not os.path.exists(path):
     return None
   try:
     with np.load(path) as data:
-      return {k: data[k] for k in data.files}
+      return {k: data[k] for k in keys if k in data.files}
   except (OSError, ValueError) as e:
     raise WorkdirError(f'cannot read {path}: {e}') from None
 
@@ -461,8 +465,9 @@ def tsne_pair(runs: list[Run]):
   for run in sorted(runs, key=lambda r: (str(r.seed), r.path)):
     if run.phase != 'student':
       continue
-    student = load_predictions(run.path)
-    superior = load_predictions(superior_dir_of(run))
+    keys = ('logits', 'labels', 'features')
+    student = load_predictions(run.path, keys)
+    superior = load_predictions(superior_dir_of(run), keys)
     if student and superior and 'features' in student and 'features' in superior:
       return run, student, superior
   return None

@@ -33,7 +33,7 @@ def superior_config(config: config_lib.RunConfig) -> config_lib.RunConfig:
 
 
 def _results_path(phase_dir: str) -> str:
-  return paths.join(phase_dir, 'results.json')
+  return paths.join(phase_dir, results.RESULTS_JSON)
 
 
 def finished_results(phase_dir: str) -> dict | None:
@@ -64,7 +64,7 @@ def _superior_paths(config, workdir: str) -> tuple[str, str]:
   if config.superior_init:
     return paths.join(workdir, 'superior'), paths.absolute(config.superior_init)
   superior_dir = paths.join(paths.absolute(config.superior_workdir or workdir), 'superior')
-  return superior_dir, paths.join(superior_dir, 'model')
+  return superior_dir, paths.join(superior_dir, checkpointing.MODEL_DIR)
 
 
 def _wants_superior(config, method) -> bool:

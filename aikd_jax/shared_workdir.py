@@ -26,7 +26,7 @@ _POLL_S = 0.5
 
 def _client():
   from aikd_jax import distributed  # pylint: disable=g-import-not-at-top
-  return distributed._client()  # pylint: disable=protected-access
+  return distributed.kv_client()
 
 
 def _reads_back(token: epath.Path, value: str, timeout_s: float) -> bool:

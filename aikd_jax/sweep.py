@@ -39,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from aikd_jax import console, paths
+from aikd_jax import console, paths, report
 from aikd_jax.errors import ConfigError, UserError, WorkdirError
 
 SWEEP_JSON = 'sweep.json'
@@ -201,8 +201,7 @@ def check_sweep_json(workdir: str, base, methods, seeds, variants) -> dict:
   if not os.path.exists(path):
     return now
   saved = preflight.read_json(path, 'the sweep\'s grid')
-  differ = preflight.differing_keys(json.loads(json.dumps(saved['base_config'])),
-                                   json.loads(json.dumps(base)),
+  differ = preflight.differing_keys(saved['base_config'], json.loads(json.dumps(base)),
                                    set(_PER_CELL) | preflight.RESUMABLE_KEYS)
   if differ:
     raise WorkdirError(f'{workdir} holds a sweep with a different base config (differs in: '
@@ -329,7 +328,7 @@ def run_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
 # -- the summary ----------------------------------------------------------------------
 
 
-def summary(outcome: Outcome, workdir: str, seeds) -> str:
+def summary(outcome: Outcome, workdir: str) -> str:
   """Per (variant, method): seeds finished and mean top-1 error; the report command."""
   rows = {}
   for cell in outcome.cells:
@@ -344,10 +343,8 @@ def summary(outcome: Outcome, workdir: str, seeds) -> str:
   lines = [f'{"method":{width}s}  seeds done  top-1 err %']
   for key, row in rows.items():
     errs = row['errs']
-    err = '—' if not errs else (f'{np.mean(errs):.2f}' + (
-        f' ± {np.std(errs, ddof=1):.2f}' if len(errs) > 1 else ''))
+    err = report.mean_std(*report.summarize(errs)[:2]) if errs else '—'
     lines.append(f'{key:{width}s}  {len(errs):>4d}/{row["total"]:<5d}  {err}')
-  del seeds
   lines += ['', f'report: python -m aikd_jax.report {workdir}']
   return '\n'.join(lines)
 
@@ -445,7 +442,7 @@ def main(argv, config_flag, flag_values):
                         extra={'command': ' '.join(sys.argv)})
   except UserError as e:
     console.fail(str(e), e.exit_code)
-  print(summary(outcome, workdir, seeds), flush=True)
+  print(summary(outcome, workdir), flush=True)
   if outcome.stopped:
     print('sweep: stopped; run the same command again to resume (finished cells are '
           'skipped)', file=sys.stderr, flush=True)

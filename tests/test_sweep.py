@@ -165,7 +165,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(data_dirs, tmp_path, f
   assert len(calls) == 2 * (1 + len(PAPER_METHODS))
   assert 'sweep: cell pskd seed 0 failed: pskd cannot read its data' in lines
   assert any(l.startswith('sweep: cell 16/16 aikd seed 1 (11 done, 4 failed, ETA') for l in lines)
-  text = sweep.summary(out, str(tmp_path), [0, 1])
+  text = sweep.summary(out, str(tmp_path))
   assert 'report: python -m aikd_jax.report ' + str(tmp_path) in text
   assert [l.split()[:2] for l in text.splitlines()[1:9]][3] == ['pskd', '0/2']
   # Again: only the failed cells run.

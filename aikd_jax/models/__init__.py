@@ -22,7 +22,7 @@ def load(directory: str):
   from aikd_jax import checkpointing  # pylint: disable=g-import-not-at-top (keeps orbax lazy)
   directory = epath.Path(directory)  # a local folder or gs://...
   if not (directory / checkpointing.MODEL_JSON).exists():
-    directory = directory / 'model'
+    directory = directory / checkpointing.MODEL_DIR
   meta, variables = checkpointing.load_model(directory)
   module = create(meta['arch'], meta['num_classes'], **meta['options'])
   return module, variables

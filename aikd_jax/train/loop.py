@@ -241,7 +241,8 @@ class _Trainer:
 def _finish(trainer: _Trainer, metrics: dict, logits, features, labels) -> dict:
   """Exports the model, then writes the phase's results (results.json last: done marker)."""
   phase, config = trainer.phase, trainer.config
-  checkpointing.save_model(paths.join(phase.directory, 'model'), arch=config.model.arch,
+  checkpointing.save_model(paths.join(phase.directory, checkpointing.MODEL_DIR),
+                           arch=config.model.arch,
                            num_classes=trainer.pipeline.num_classes,
                            options=model_options(config),
                            variables=state_lib.variables_of(trainer.state.student))
