@@ -8,7 +8,6 @@ edits no other file (docs/architecture.md, "Adding a method").
 import dataclasses
 import importlib
 import pkgutil
-from typing import Any, Callable
 
 from aikd_jax.errors import ConfigError
 
@@ -16,7 +15,7 @@ from aikd_jax.errors import ConfigError
 @dataclasses.dataclass(frozen=True)
 class Registration:
   name: str
-  build: Callable[[str, Any], Any]  # (name, RunConfig) -> Method
+  cls: type  # a `base.Method` subclass, built by its `from_config`
   group: str | None = None  # the config group of its hyper-parameters
   config_cls: type | None = None  # the frozen dataclass of that group
 
@@ -26,14 +25,15 @@ _GROUPS: dict[str, type] = {}
 _LOADED = False
 
 
-def register(name: str, build, *, group: str | None = None, config_cls: type | None = None):
-  """Registers method `name`; `build(name, run_config)` returns its `Method`."""
+def register(name: str, cls: type, *, group: str | None = None,
+             config_cls: type | None = None):
+  """Registers method `name`: `cls.from_config(name, config.<group>, run_config)` builds it."""
   if name in _REGISTRY:
     raise ValueError(f'method {name!r} registered twice')
   if group is not None:
     if _GROUPS.setdefault(group, config_cls) is not config_cls:
       raise ValueError(f'config group {group!r} registered with two classes')
-  _REGISTRY[name] = Registration(name, build, group, config_cls)
+  _REGISTRY[name] = Registration(name, cls, group, config_cls)
 
 
 def _load_all() -> None:
@@ -66,4 +66,4 @@ def registration(name: str) -> Registration:
 
 def create(config):
   """The `Method` that `config.method` names, built from the typed `RunConfig`."""
-  return registration(config.method).build(config.method, config)
+  return registration(config.method).cls.from_config(config.method, config.method_config, config)

@@ -182,9 +182,5 @@ class AIKD(base.Method):
     return critic.apply_gradients(grads=grads, batch_stats=stats), metrics
 
 
-def _build(name: str, config) -> AIKD:
-  return AIKD(name, config.methods['aikd'])
-
-
 for _name in _ABLATIONS:
-  methods.register(_name, _build, group='aikd', config_cls=AIKDConfig)
+  methods.register(_name, AIKD, group='aikd', config_cls=AIKDConfig)

@@ -59,6 +59,12 @@ class Method:
     self.name = name
     self.c = c  # the method's own config group (`config.<group>`), if it has one
 
+  @classmethod
+  def from_config(cls, name: str, c: Any, config) -> 'Method':
+    """Builds the method registered as `name` from its group `c` and the whole RunConfig."""
+    del config
+    return cls(name, c)
+
   def init_state(self, key: jax.Array, ctx: InitContext) -> Any:
     del key, ctx
     return None

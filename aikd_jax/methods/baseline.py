@@ -11,4 +11,4 @@ class CrossEntropy(base.Method):
     return ce, {'ce': ce}
 
 
-methods.register('baseline', lambda name, config: CrossEntropy(name))
+methods.register('baseline', CrossEntropy)

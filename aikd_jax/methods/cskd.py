@@ -35,5 +35,4 @@ class CSKD(base.Method):
     return loss, terms, out.logits, stats
 
 
-methods.register('cskd', lambda name, config: CSKD(name, config.methods['cskd']),
-                 group='cskd', config_cls=CSKDConfig)
+methods.register('cskd', CSKD, group='cskd', config_cls=CSKDConfig)

@@ -29,6 +29,10 @@ class PSKD(base.Method):
     super().__init__(name, c)
     self.num_epochs = num_epochs
 
+  @classmethod
+  def from_config(cls, name, c, config):
+    return cls(name, c, config.num_epochs)
+
   def init_state(self, key, ctx: base.InitContext):
     del key
     return {'table': jnp.zeros((ctx.num_train_examples, ctx.num_classes), jnp.float32)}
@@ -49,6 +53,4 @@ class PSKD(base.Method):
     return {'table': state['table'].at[inputs.batch['id']].set(probs)}, {}
 
 
-methods.register('pskd',
-                 lambda name, config: PSKD(name, config.methods['pskd'], config.num_epochs),
-                 group='pskd', config_cls=PSKDConfig)
+methods.register('pskd', PSKD, group='pskd', config_cls=PSKDConfig)

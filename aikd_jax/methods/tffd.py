@@ -27,5 +27,4 @@ class TFFD(base.Method):
                             losses.tffd_ramp(inputs.epoch))
 
 
-methods.register('tffd', lambda name, config: TFFD(name, config.methods['tffd']),
-                 group='tffd', config_cls=TFFDConfig)
+methods.register('tffd', TFFD, group='tffd', config_cls=TFFDConfig)

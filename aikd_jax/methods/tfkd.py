@@ -28,5 +28,4 @@ class TFKD(base.Method):
                             self.c.alpha, self.c.temperature, self.c.multiplier)
 
 
-methods.register('tfkd', lambda name, config: TFKD(name, config.methods['tfkd']),
-                 group='tfkd', config_cls=TFKDConfig)
+methods.register('tfkd', TFKD, group='tfkd', config_cls=TFKDConfig)

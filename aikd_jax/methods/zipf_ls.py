@@ -49,5 +49,4 @@ class ZipfLS(base.Method):
     return loss, terms, out.logits, new_stats
 
 
-methods.register('zipf_ls', lambda name, config: ZipfLS(name, config.methods['zipf_ls']),
-                 group='zipf_ls', config_cls=ZipfLSConfig)
+methods.register('zipf_ls', ZipfLS, group='zipf_ls', config_cls=ZipfLSConfig)
