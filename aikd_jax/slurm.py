@@ -84,8 +84,10 @@ def script(workdir: str, options: Options, python: str = sys.executable,
   if options.gpus:
     lines.append(f'#SBATCH --gres=gpu:{options.gpus}')
   lines += [f'#SBATCH {e}' for e in options.extra]
+  package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   lines += ['# One cell of the plan in DIR/sweep.json: the cell index is SLURM_ARRAY_TASK_ID.',
             'set -euo pipefail',
+            f'export PYTHONPATH={shlex.quote(package_root)}${{PYTHONPATH:+:$PYTHONPATH}}',
             f'exec {shlex.quote(python)} -m aikd_jax.sweep '
             f'--workdir={shlex.quote(workdir)} --cell']
   return '\n'.join(lines) + '\n'

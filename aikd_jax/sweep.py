@@ -330,8 +330,8 @@ def _define_flags():
   from ml_collections import config_dict, config_flags  # pylint: disable=g-import-not-at-top
   config = config_flags.DEFINE_config_file('config', None, 'Base config (ml_collections).',
                                            lock_config=True)
-  slurm_defaults = config_dict.ConfigDict(dataclasses.asdict(slurm.Options()))
-  slurm_defaults.extra = ''  # ';'-separated sbatch options on the command line
+  # .extra: ';'-separated sbatch options on the command line.
+  slurm_defaults = config_dict.ConfigDict({**dataclasses.asdict(slurm.Options()), 'extra': ''})
   defined = {
       'slurm': config_flags.DEFINE_config_dict(
           'slurm', slurm_defaults, 'With --submit=slurm: what each cell asks of SLURM '
@@ -415,7 +415,8 @@ def _run_plan(plan, cells, values: dict, stop) -> int:
   devices = None
   if mode == 'local':
     gpus = local_pool.visible_gpus()
-    devices = local_pool.slots(values['parallel'] or max(len(gpus), 1), gpus)
+    parallel = values['parallel']
+    devices = local_pool.slots(max(len(gpus), 1) if parallel is None else parallel, gpus)
   with workdir_lock.held(plan.workdir):
     plan_lib.write(plan)
     if mode == 'none':
@@ -447,7 +448,7 @@ def main(argv, config_flag, flag_values) -> int:
     workdir = check_folder(values['workdir'])
     if values['cell'] is not None or ((values['list'] or values['status'])
                                       and values['sweep'] is None and
-                                      flag_values['config'].value is None):
+                                      config_flag.value is None):
       return _existing_plan_command(values, workdir, stop)
     raw = console.config_value(config_flag)
     if raw is None:
