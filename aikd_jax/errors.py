@@ -1,7 +1,7 @@
 """User-facing errors: `main` prints their message as one line and exits with their code.
 
 Every failure a user can cause or fix is one of these classes; each has its own exit
-status (README, "Errors"). Anything else is an internal error: its traceback goes to
+status (docs/errors.md). Anything else is an internal error: its traceback goes to
 `WORKDIR/error.log` and stderr gets one line naming that file (exit 1).
 """
 

@@ -7,7 +7,7 @@ config, and the index of the superior it depends on. Any executor (in this proce
 subprocess per device, SLURM job arrays, a Kubernetes Indexed Job) runs cells of the same
 plan; `cell_config` gives every one of them the same config.
 
-Layout (docs/sweeps.md):
+Layout (docs/reproducing.md):
   DIR/sweep.json                   the plan: base config, grid and cells
   DIR/superior/seed<k>/            the shared superior of seed k (phase 1, seed k + 1)
   DIR/<method>/seed<k>/            a student cell: an ordinary run workdir

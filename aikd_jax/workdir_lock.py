@@ -12,7 +12,7 @@ hold across the hosts of a shared file system.
 
 On an object store (gs://...) there is no O_EXCL create, no pid to probe and epath
 offers no generation-match create, so no lock is taken: a warning says so, and
-protection against a second writer rests on running one job per workdir (README,
+protection against a second writer rests on running one job per workdir (docs/operations.md,
 "GPU and TPU").
 """
 import contextlib
