@@ -1,6 +1,7 @@
 # Quick start: `make demo` (both phases on Fashion-MNIST) and `make test`.
-# Each target sets up what it needs: a venv in .venv with requirements.txt, for the
-# demo Debian's dataset-fashion-mnist package, and for the tests Debian's shellcheck
+# Each target sets up what it needs: a venv in .venv with requirements.txt and
+# requirements-test.txt, for the demo Debian's dataset-fashion-mnist package, and for the
+# tests Debian's shellcheck
 # (which checks launch/*), Debian's slurm-wlm and munge (a one-node SLURM cluster for the sweep
 # tests); all through apt-get, where available.
 PYTHON ?= python3
@@ -32,10 +33,10 @@ device-suite: setup
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-test.txt
 	touch $@
 
 fashion-mnist:

@@ -82,9 +82,14 @@ def main(argv):
     print(run.summary(results, raw_config, workdir), flush=True)
 
 
-if __name__ == '__main__':
+def cli() -> None:
+  """The `aikd-train` command (`python -m aikd_jax.main`): flags from sys.argv."""
   try:
     app.run(main, flags_parser=console.parse_flags)
   except SystemExit as e:
     console.exit_after_failure(e.code)
     raise
+
+
+if __name__ == '__main__':
+  cli()

@@ -466,12 +466,17 @@ def main(argv, config_flag, flag_values) -> int:
     console.fail(str(e), e.exit_code)
 
 
-if __name__ == '__main__':
+def cli() -> None:
+  """The `aikd-sweep` command (`python -m aikd_jax.sweep`): flags from sys.argv."""
   from absl import app  # pylint: disable=g-import-not-at-top
-  _CONFIG, _FLAGS = _define_flags()
+  config, flag_values = _define_flags()
   try:
-    app.run(lambda argv: sys.exit(main(argv, _CONFIG, _FLAGS)),
+    app.run(lambda argv: sys.exit(main(argv, config, flag_values)),
             argv=with_sweep_config(sys.argv), flags_parser=console.parse_flags)
   except SystemExit as e:
     console.exit_after_failure(e.code)
     raise
+
+
+if __name__ == '__main__':
+  cli()
