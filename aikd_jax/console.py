@@ -102,6 +102,13 @@ def parse_flags(argv):
     fail(f'bad --config: {one_line(e)}'.replace("'", ''), ConfigError.exit_code)
 
 
+def help_lists_flags_of(module_name: str) -> None:
+  """absl's --help lists the flags of the module named by sys.argv[0]. Under a console script
+  (aikd-train) that is the script, not `module_name`, which defined them: list those."""
+  for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def config_value(holder):
   """The loaded `--config`; config_flags reports a file that failed to load only now."""
   try:
