@@ -135,6 +135,18 @@ def quiet_libraries(verbose: bool) -> None:
   sys.stderr = _OtherThreadsToLog(sys.stderr)
 
 
+def hide_gpus_from_tf() -> None:
+  """Makes TensorFlow (the input pipeline, TFDS) CPU-only: JAX owns the accelerators.
+
+  A command's start-up calls it before TF runs anything; TF's devices are fixed after that.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top (commands without TF skip it)
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError as e:  # TF already initialised its devices
+    logging.warning('Could not hide GPUs from TensorFlow: %s', e)
+
+
 def log_to_workdir(workdir: str, process_index: int) -> None:
   """Every log line (library INFO included) also goes to WORKDIR/log.txt (log.K.txt).
 

@@ -152,7 +152,13 @@ def peer_loss_ends_run():
 
 
 def kv_client():
-  """JAX's key-value store client of this process (after jax.distributed.initialize)."""
+  """JAX's key-value store client of this process (after jax.distributed.initialize).
+
+  The one private JAX use of the package, kept here: JAX 0.10 exposes the coordination
+  service's key-value store only as `jax._src.distributed.global_state.client` (the
+  public `jax.distributed` has initialize/shutdown only; Orbax and
+  jax.experimental.multihost_utils reach it the same way, privately).
+  """
   from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
   return jax_distributed.global_state.client
 

@@ -60,6 +60,7 @@ def main(argv):
   if raw_config.fast_compile:
     jax.config.update('jax_disable_most_optimizations', True)
   with console.native_stderr_hidden(_VERBOSE.value):
+    console.hide_gpus_from_tf()
     from aikd_jax import run  # pylint: disable=g-import-not-at-top
     from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
 

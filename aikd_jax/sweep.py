@@ -370,6 +370,7 @@ def _import_trainer(raw_fast_compile: bool, verbose: bool) -> None:
   if raw_fast_compile:
     jax.config.update('jax_disable_most_optimizations', True)
   with console.native_stderr_hidden(verbose):
+    console.hide_gpus_from_tf()
     from aikd_jax import run  # pylint: disable=g-import-not-at-top,unused-import
 
 

@@ -31,6 +31,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from aikd_jax import console  # pylint: disable=g-import-not-at-top
 from aikd_jax.data import datasets, pipeline  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 
@@ -158,6 +159,7 @@ def _measure(px: int, tfds_dir: str, batch: int, consume: float, threads: list[i
 
 def main(argv):
   del argv
+  console.hide_gpus_from_tf()
   cores = os.cpu_count()
   threads = sorted({int(t) for t in _THREADS.value} or {1, cores})
   print(f'host: {cores} cores (os.cpu_count), TF inter-op threads '

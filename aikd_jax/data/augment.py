@@ -29,12 +29,12 @@ functions: for JPEG, the random-resized crop decodes only the crop window
 average. With chroma-subsampled JPEGs the pixels at the crop border can differ
 by a few levels from decoding the whole image and then cropping.
 
-Importing this module hides GPUs from TF, so TF never takes accelerator memory.
+Each command hides the GPUs from TF at start-up (`console.hide_gpus_from_tf`), so TF
+never takes accelerator memory.
 """
 from collections.abc import Sequence
 import math
 
-from absl import logging
 import tensorflow as tf
 
 PAD = 4  # zero padding before the random crop (torchvision RandomCrop(32, padding=4))
@@ -47,17 +47,6 @@ _DCT_METHOD = 'INTEGER_ACCURATE'  # libjpeg's ISLOW, as PIL decodes
 
 TRAIN_AUGMENTS = ('crop_flip', 'random_resized_crop_flip', 'none')
 EVAL_PREPROCESSES = ('none', 'resize', 'resize_center_crop')
-
-
-def hide_gpus_from_tf() -> None:
-  """Makes TF CPU-only; JAX owns the accelerators."""
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError as e:  # TF already initialised its devices
-    logging.warning('Could not hide GPUs from TensorFlow: %s', e)
-
-
-hide_gpus_from_tf()
 
 
 # -- seeds -----------------------------------------------------------------------------

@@ -56,7 +56,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from aikd_jax import paths
-from aikd_jax.data import augment  # also hides GPUs from TF
+from aikd_jax.data import augment
 from aikd_jax.data import builders  # noqa: F401  (registers our TFDS builders)
 from aikd_jax.data import datasets
 from aikd_jax.errors import ConfigError, DataError, UserError

@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); '
                            'training reads it through --config.data.tfds_dir')
   args = parser.parse_args(argv)
+  console.hide_gpus_from_tf()
   builder = tfds.builder(args.name, data_dir=args.data_dir)
   if args.name in DOWNLOAD_BUILDERS:
     builder.download_and_prepare()
