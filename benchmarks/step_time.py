@@ -65,8 +65,7 @@ class StepBench:
                                out_shardings=self.repl)
     self.step = jax.jit(steps.make_train_step(
         model=self.model, method=self.method, augment=config.augment, seed=0,
-        num_classes=spec.num_classes, steps_per_epoch=_STEPS_PER_EPOCH,
-        lr_schedule=state_lib.learning_rate_schedule(config.optim, _STEPS_PER_EPOCH)),
+        num_classes=spec.num_classes, steps_per_epoch=_STEPS_PER_EPOCH),
                         out_shardings=(self.repl, self.repl), donate_argnums=(0,))
 
   def _superior(self):

@@ -47,8 +47,7 @@ class Setup:
                      if self.method.needs_superior else None)
     self.step = steps.make_train_step(
         model=self.model, method=self.method, augment=config.augment, seed=config.seed,
-        num_classes=NUM_CLASSES, steps_per_epoch=SPE,
-        lr_schedule=state_lib.learning_rate_schedule(config.optim, SPE))
+        num_classes=NUM_CLASSES, steps_per_epoch=SPE)
     rng = np.random.default_rng(0)
     labels = rng.integers(0, NUM_CLASSES, BATCH)
     self.batch = {'image': jnp.asarray(rng.normal(size=(BATCH, *IMAGE_SHAPE)), jnp.float32),

@@ -17,9 +17,11 @@ NUM_CLASSES, SPE = 10, 4
 IMAGE_SHAPE = (8, 8, 1)
 
 
-def _setup(method_name, augment=None, **aikd):
+def _setup(method_name, augment=None, optim=None, **aikd):
   raw = demo.get_config('smoke')
   raw.method = method_name
+  for k, v in (optim or {}).items():
+    raw.optim[k] = v
   for k, v in aikd.items():
     raw.aikd[k] = v
   for k, v in (augment or {}).items():
@@ -34,8 +36,7 @@ def _setup(method_name, augment=None, **aikd):
                                  steps_per_epoch=SPE)
   superior = dict(model.init(jax.random.key(7), jnp.zeros((1, *IMAGE_SHAPE)), train=False))
   step = steps.make_train_step(model=model, method=method, augment=config.augment,
-                               seed=config.seed, num_classes=NUM_CLASSES, steps_per_epoch=SPE,
-                               lr_schedule=state_lib.learning_rate_schedule(config.optim, SPE))
+                               seed=config.seed, num_classes=NUM_CLASSES, steps_per_epoch=SPE)
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.normal(size=(16, *IMAGE_SHAPE)), jnp.float32),
            'label': jnp.asarray(rng.integers(0, NUM_CLASSES, 16), jnp.int32),
@@ -56,6 +57,25 @@ def test_inactive_terms_cost_nothing():
   assert convs['only_progressive'] == convs['baseline'] + forward
   assert convs['no_adv'] == convs['baseline'] + 2 * forward
   assert convs['aikd'] == convs['no_adv']  # the critic has no convolutions
+
+
+def test_the_optimizer_and_the_logged_learning_rate_share_one_schedule():
+  # Without momentum and weight decay an SGD update of all-ones gradients is -lr.
+  _, _, _, state, superior, step, batch = _setup(
+      'baseline', optim={'momentum': 0.0, 'weight_decay': 0.0, 'nesterov': False})
+  step = jax.jit(step)
+  ones = jax.tree.map(jnp.ones_like, state.student.params)
+  logged, applied = [], []
+  for _ in range(2 * SPE):
+    student = state.student
+    probe = student.apply_gradients(grads=ones, batch_stats=student.batch_stats)
+    applied.append(float(jax.tree.leaves(student.params)[0].ravel()[0]
+                         - jax.tree.leaves(probe.params)[0].ravel()[0]))
+    state, metrics = step(state, batch, superior)
+    logged.append(float(metrics['learning_rate']))
+  expected = [0.1] * SPE + [0.01] * SPE  # the smoke config: lr 0.1, x0.1 after epoch 1
+  assert logged == pytest.approx(expected, rel=1e-6)
+  assert applied == pytest.approx(expected, rel=1e-4)
 
 
 def test_aikd_loss_is_the_weighted_sum_of_independent_terms():

@@ -98,10 +98,9 @@ class _Trainer:
         pretrained=pretrained)
     self.state = jax.jit(init, out_shardings=repl)(jax.random.key(config.seed),
                                                    load_init_weights(config))
-    self.lr = state_lib.learning_rate_schedule(config.optim, self.spe)
     train_step = steps.make_train_step(model=self.model, method=method, augment=config.augment,
                                        seed=config.seed, num_classes=pipeline.num_classes,
-                                       steps_per_epoch=self.spe, lr_schedule=self.lr)
+                                       steps_per_epoch=self.spe)
     self.train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=(0,))
     self.eval_step = jax.jit(steps.make_eval_step(self.model))
     self.compiled_step = None  # compiled at the first batch (XLA's FLOP count comes with it)

@@ -3,7 +3,7 @@
 The frozen superior is not part of the state: it is loaded from its exported model on
 every start and passed to the step as a separate, non-donated argument.
 """
-from typing import Any
+from typing import Any, Callable
 
 import flax
 from flax import traverse_util
@@ -18,6 +18,8 @@ from aikd_jax.methods import base
 
 class StudentState(train_state.TrainState):
   batch_stats: Any
+  # The optimizer's schedule (not a pytree leaf, like `tx`): the step logs its value.
+  lr_schedule: Callable[[Any], Any] = flax.struct.field(pytree_node=False, default=None)
 
 
 @flax.struct.dataclass
@@ -32,12 +34,11 @@ def learning_rate_schedule(optim, steps_per_epoch: int) -> optax.Schedule:
   return optax.piecewise_constant_schedule(optim.lr, boundaries)
 
 
-def student_optimizer(optim, steps_per_epoch: int) -> optax.GradientTransformation:
+def student_optimizer(optim, lr_schedule: optax.Schedule) -> optax.GradientTransformation:
   """SGD with Nesterov momentum and coupled L2 weight decay, exactly as torch.optim.SGD."""
   return optax.chain(
       optax.add_decayed_weights(optim.weight_decay),
-      optax.sgd(learning_rate_schedule(optim, steps_per_epoch),
-                momentum=optim.momentum, nesterov=optim.nesterov))
+      optax.sgd(lr_schedule, momentum=optim.momentum, nesterov=optim.nesterov))
 
 
 def variables_of(student: StudentState) -> dict:
@@ -79,9 +80,10 @@ def create_state(key, *, model, method, optim, image_shape, num_classes, num_tra
   if pretrained is not None:
     variables = overlay_pretrained(dict(variables), pretrained, num_classes)
   variables = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+  lr_schedule = learning_rate_schedule(optim, steps_per_epoch)
   student = StudentState.create(apply_fn=model.apply, params=variables['params'],
                                 batch_stats=variables['batch_stats'],
-                                tx=student_optimizer(optim, steps_per_epoch))
+                                tx=student_optimizer(optim, lr_schedule), lr_schedule=lr_schedule)
   ctx = base.InitContext(model=model, variables=variables, num_classes=num_classes,
                          num_train_examples=num_train_examples, steps_per_epoch=steps_per_epoch)
   return State(student=student, method=method.init_state(k_method, ctx))

@@ -34,7 +34,7 @@ def augment_key(step_key):
 
 
 def make_train_step(*, model, method, augment, seed: int, num_classes: int,
-                    steps_per_epoch: int, lr_schedule):
+                    steps_per_epoch: int):
   """Returns `train_step(state, batch, superior) -> (state, metrics)`, a pure function.
 
   `augment` is the typed `config.augment`; `superior` the frozen superior's variables
@@ -62,7 +62,7 @@ def make_train_step(*, model, method, augment, seed: int, num_classes: int,
     (loss, (logits, new_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         student.params)
     metrics = {'loss': loss, **terms, 'grad_norm': optax.tree.norm(grads),
-               'learning_rate': lr_schedule(student.step),
+               'learning_rate': student.lr_schedule(student.step),
                'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
     new_student = student.apply_gradients(grads=grads, batch_stats=new_stats)
     method_state, method_metrics = method.after_step(state.method, logits, inputs)
