@@ -46,6 +46,23 @@ def test_summaries_hold_every_loss_term(finished):
   assert 'steps_per_sec' in tags
 
 
+def test_summaries_hold_each_phase_hyperparameters(finished, data_dirs):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+  from aikd_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  for phase, method in (('superior', 'baseline'), ('student', 'aikd')):
+    ea = event_accumulator.EventAccumulator(os.path.join(finished[0], phase))
+    ea.Reload()
+    [content] = ea.PluginTagToContent('hparams').values()
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    written = {k: getattr(v, v.WhichOneof('kind')) for k, v in start.hparams.items()}
+    assert written['method'] == method and written['optim.lr'] == pytest.approx(0.1)
+    assert written['optim.lr_milestones'] == '[1]' and written['model.width'] == 4
+    assert ('aikd.omega' in written) == (method == 'aikd') and 'cskd.lam' not in written
+  expected = loop.hparams(config_lib.parse(smoke_config(data_dirs)))
+  assert written == pytest.approx(expected)  # the student's: numbers come back as floats
+
+
 def test_exported_model_reproduces_the_reported_error(finished, data_dirs):
   workdir, results = finished
   module, variables = models.load(os.path.join(workdir, 'student'))

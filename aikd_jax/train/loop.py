@@ -4,15 +4,18 @@ Side effects live here (and in run.py); the steps it drives are pure (steps.py).
 """
 import dataclasses
 import errno
+import json
 import time
 from typing import Callable
 
 from absl import logging
 from clu import metric_writers, periodic_actions
+from flax import traverse_util
 import jax
 import numpy as np
 
-from aikd_jax import checkpointing, evaluation, models, paths, results, sharding, throughput
+from aikd_jax import checkpointing, evaluation, methods, models, paths, results, sharding
+from aikd_jax import throughput
 from aikd_jax.errors import NonFiniteLossError, OutOfSpaceError
 from aikd_jax.methods import base
 from aikd_jax.train import state as state_lib
@@ -36,6 +39,22 @@ class Phase:
 
 def model_options(config) -> dict:
   return {'width': config.model.width, 'dtype': config.dtype}
+
+
+def hparams(config) -> dict[str, bool | int | float | str]:
+  """The phase's hyper-parameters for TensorBoard's HParams tab, one scalar per config key.
+
+  Keys are dotted (`optim.lr`); sequences become JSON text (`optim.lr_milestones`:
+  '[150, 225]'); unset keys (None) are left out. Of the method groups only the phase's
+  own method's is kept.
+  """
+  plain = config.to_dict()
+  own = methods.registration(config.method).group
+  for group in set(config.methods) - {own}:
+    del plain[group]
+  flat = traverse_util.flatten_dict(plain, sep='.')
+  return {k: json.dumps(v) if isinstance(v, (list, tuple)) else v
+          for k, v in sorted(flat.items()) if v is not None}
 
 
 def load_init_weights(config) -> dict | None:
@@ -118,6 +137,7 @@ class _Trainer:
                                                 config.checkpoint.max_to_keep)
     self.writer = metric_writers.create_default_writer(  # gs:// goes through tf.io.gfile
         paths.absolute(phase.directory), just_logging=jax.process_index() > 0, asynchronous=True)
+    self.writer.write_hparams(hparams(config))  # each start of the phase: one event file each
     self.report = periodic_actions.ReportProgress(
         num_train_steps=self.total_steps, writer=self.writer,
         every_steps=config.log_every_steps)
