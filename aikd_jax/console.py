@@ -102,9 +102,15 @@ def parse_flags(argv):
     fail(f'bad --config: {one_line(e)}'.replace("'", ''), ConfigError.exit_code)
 
 
-def help_lists_flags_of(module_name: str) -> None:
-  """absl's --help lists the flags of the module named by sys.argv[0]. Under a console script
-  (aikd-train) that is the script, not `module_name`, which defined them: list those."""
+def like_python_m(module_name: str) -> None:
+  """A console script (aikd-train) starts as `python -m module_name` would.
+
+  The working directory goes first on sys.path, so config files import their siblings
+  (`from configs import default`). absl's --help lists the flags of the module named by
+  sys.argv[0], here the script, not `module_name`, which defined them: it lists those.
+  """
+  if module_name != '__main__':
+    sys.path.insert(0, os.getcwd())
   for flag in flags.FLAGS.get_key_flags_for_module(module_name):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 

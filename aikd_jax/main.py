@@ -85,7 +85,7 @@ def main(argv):
 
 def cli() -> None:
   """The `aikd-train` command (`python -m aikd_jax.main`): flags from sys.argv."""
-  console.help_lists_flags_of(__name__)
+  console.like_python_m(__name__)
   try:
     app.run(main, flags_parser=console.parse_flags)
   except SystemExit as e:

@@ -471,7 +471,7 @@ def cli() -> None:
   """The `aikd-sweep` command (`python -m aikd_jax.sweep`): flags from sys.argv."""
   from absl import app  # pylint: disable=g-import-not-at-top
   config, flag_values = _define_flags()
-  console.help_lists_flags_of(__name__)
+  console.like_python_m(__name__)
   try:
     app.run(lambda argv: sys.exit(main(argv, config, flag_values)),
             argv=with_sweep_config(sys.argv), flags_parser=console.parse_flags)

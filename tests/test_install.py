@@ -71,15 +71,16 @@ def installed(tmp_path_factory):
   return bin_dir, elsewhere, env
 
 
-def _run(installed, *args):
-  bin_dir, elsewhere, env = installed
-  return subprocess.run(args, cwd=elsewhere, env=env, capture_output=True, text=True,
+def _run(installed, *args, cwd=None):
+  _, elsewhere, env = installed
+  return subprocess.run(args, cwd=cwd or elsewhere, env=env, capture_output=True, text=True,
                         timeout=300)
 
 
 def test_the_installed_copy_is_imported(installed):
   bin_dir, _, _ = installed
-  out = _run(installed, str(bin_dir / 'python'), '-c', 'import aikd_jax; print(aikd_jax.__file__)')
+  out = _run(installed, str(bin_dir / 'python'), '-c',
+             'import aikd_jax; print(aikd_jax.__file__)')
   assert out.returncode == 0, out.stderr
   assert out.stdout.startswith(str(bin_dir.parent)) and ROOT not in out.stdout
 
@@ -97,6 +98,17 @@ def test_console_script_and_module_help(installed, script, module, flag):
     # absl's --help (aikd-train, aikd-sweep) exits with status 1, argparse's with 0.
     assert out.returncode in (0, 1), out.stderr
     assert flag in out.stdout and 'Traceback' not in out.stderr, (command, out.stderr)
+
+
+def test_console_script_loads_a_config_that_imports_its_siblings(installed, tmp_path):
+  bin_dir, _, _ = installed
+  shutil.copytree(os.path.join(ROOT, 'configs'), tmp_path / 'configs',
+                  ignore=shutil.ignore_patterns('__pycache__'))
+  # demo.py imports configs.default; a bad value is refused only after the config loaded.
+  out = _run(installed, str(bin_dir / 'aikd-train'), '--config=configs/demo.py:smoke',
+             '--config.optim.lr=-1', f'--workdir={tmp_path / "wd"}', cwd=tmp_path)
+  assert (out.returncode, out.stderr.strip().splitlines()[-1]) == (
+      2, 'error: optim.lr must be > 0, got -1.0: fix --config.optim.lr')
 
 
 @NEEDS_CONFIGS
