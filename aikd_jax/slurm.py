@@ -187,7 +187,14 @@ def submit(plan: plan_lib.Plan, todo: list, options: Options, dry_run: bool, log
   folder = os.path.join(plan.workdir, SLURM_DIR)
   queued = queue_states(job_ids(plan.workdir)) if not dry_run else {}
   queued_jobs = _queued_jobs(plan.workdir, queued)
+  skipped = [c.index for c in todo if c.index in queued_jobs]
   todo = [c for c in todo if c.index not in queued_jobs]
+  if skipped:
+    log(f'sweep: cells {_array(skipped, 0)} are still queued or running in SLURM: not '
+        'submitted again')
+  if not todo:
+    log('sweep: nothing to submit: every cell is done, queued or running')
+    return []
   path = os.path.join(folder, SCRIPT)
   text = script(plan.workdir, options)
   calls = arrays(plan, todo, queued_jobs)
