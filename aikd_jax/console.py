@@ -6,6 +6,7 @@ With a workdir on an object store (gs://), which cannot append to a file, the lo
 error.log are written locally instead, under `LOCAL_LOG_ROOT` (a line says where).
 """
 import contextlib
+import datetime
 import logging as py_logging
 import os
 import signal
@@ -28,6 +29,11 @@ _SHOWN = ('/aikd_jax/', 'clu/periodic_actions')
 
 def one_line(text: str) -> str:
   return ' '.join(str(text).replace('\\n', ' ').split())
+
+
+def duration(seconds: float) -> str:
+  """'1:02:03' (h:mm:ss), for progress lines and ETAs."""
+  return str(datetime.timedelta(seconds=round(seconds)))
 
 
 def user_stderr():

@@ -118,7 +118,7 @@ def run_cells(plan: plan_lib.Plan, cells: list, stop_requested=lambda: False,
       out.stopped = True
       break
     remaining = sum(finished[c.index] is None for c in cells[i - 1:])
-    eta = local_pool._eta(sum(times) / len(times) * remaining) if times else '?'  # pylint: disable=protected-access
+    eta = console.duration(sum(times) / len(times) * remaining) if times else '?'
     log(f'sweep: cell {i}/{len(cells)} {cell.name} ({done} done, {len(out.failed)} failed, '
         f'ETA {eta})')
     start = time.monotonic()
