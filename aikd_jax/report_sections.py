@@ -1,9 +1,10 @@
 """The report's tables, pure: runs in, rows matched to the paper's tables, markdown out.
 
 A run's *setting* is every config key in which it departs from the base recipe of its
-(dataset, arch): the paper's recipe (`paper_tables.recipe`) for the keys the paper states,
-and for every other key the value that most runs of that (dataset, arch) share (none
-when no value has a majority, so each run shows its own). Runs of one method and one
+(dataset, arch): on the paper's datasets, the paper's recipe (`paper_tables.recipe`) for
+the keys the paper states; for every other key (and on other datasets, for every key) the
+value that most runs of that (dataset, arch) share (none when no value has a majority,
+so each run shows its own). Runs of one method and one
 setting form a row; runs whose settings differ are never merged. A row is named by its
 setting (`AI-KD (optim.lr=0.05)`) and sits beside a paper row only when its setting is
 that row's (`paper_tables.Row.setting`).
