@@ -69,3 +69,13 @@ def test_table_5_rows_are_the_methods_of_its_preset():
   sweep = importlib.import_module('configs.sweeps.table5_losses').SWEEP
   assert {r.method for r in _rows('Table 5')} == set(sweep['methods'])
   assert all(not r.overrides for r in _rows('Table 5'))
+
+
+def test_the_package_never_imports_configs():
+  """aikd_jax stands alone: configs/ may import it, never the other way round."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  package = pathlib.Path(paper_tables.__file__).parent
+  offenders = [str(p) for p in package.rglob('*.py')
+               if any(line.strip().startswith(('from configs', 'import configs'))
+                      for line in p.read_text().splitlines())]
+  assert not offenders
