@@ -33,16 +33,18 @@ import numpy as np
 
 from aikd_jax import console, evaluation, paths, report_sections
 from aikd_jax.errors import ConfigError, OutOfSpaceError, UserError, WorkdirError
-from aikd_jax.report_sections import (METHOD_NAMES, PHASES, Pending, Row, Run,  # pylint: disable=unused-import
-                                      build_rows, build_sections, mean_std, setting_title,
-                                      summarize, table_runs)
+from aikd_jax.report_sections import (METHOD_NAMES, PHASES, Pending, Row, Run, build_rows,
+                                      build_sections, setting_title)
+# The sweep's summary formats its cells as the report does.
+from aikd_jax.report_sections import mean_std, summarize  # pylint: disable=unused-import
 
 LAYOUTS = ('by_setting', 'paper')
-# results.json fields the report reads: the types it accepts (None is always accepted).
+# results.json fields the report reads: the type each must have (or None).
 _FIELD_TYPES = {'dataset': str, 'arch': str, 'method': str, 'phase': str,
-                'seed': (int, str), 'method_config': dict, 'provenance': dict,
+                'seed': int, 'method_config': dict, 'provenance': dict,
                 'superior': dict}
 _NON_FINITE = ('nan', 'inf', '-inf')  # how results.json writes non-finite metrics
+_KIND_NAMES = {int: 'an integer', float: 'a number', str: 'a string', dict: 'an object'}
 
 
 def warn(message: str) -> None:
@@ -61,10 +63,10 @@ def results_problem(data) -> str | None:
   """Why a parsed results.json cannot be used, or None."""
   if not isinstance(data, dict):
     return f'holds a JSON {type(data).__name__}, not an object'
-  for key, types in _FIELD_TYPES.items():
+  for key, kind in _FIELD_TYPES.items():
     value = data.get(key)
-    if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
-      return f'{key} is {json.dumps(value)[:40]}, not a {_type_names(types)}'
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+      return f'{key} is {json.dumps(value)[:40]}, not {_KIND_NAMES[kind]}'
   for metric, _, _ in report_sections.METRICS:
     value = data.get(metric)
     if value is None or value in _NON_FINITE:
@@ -75,10 +77,6 @@ def results_problem(data) -> str | None:
   if config is not None and not isinstance(config, dict):
     return 'provenance.config is not an object'
   return None
-
-
-def _type_names(types) -> str:
-  return ' or '.join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
 
 
 def config_problem(config) -> str | None:
@@ -369,15 +367,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _in_range(kind, check, says):
+  """An argparse type: `kind(text)` that must pass `check` (else the message `says`)."""
   def parse(text):
     try:
       value = kind(text)
     except ValueError:
-      raise argparse.ArgumentTypeError(f'{text!r} is not a {kind.__name__}') from None
+      raise argparse.ArgumentTypeError(f'{text!r} is not {_KIND_NAMES[kind]}') from None
     if not check(value):
       raise argparse.ArgumentTypeError(f'{text} {says}')
     return value
-  parse.__name__ = kind.__name__
   return parse
 
 
@@ -466,6 +464,9 @@ def main(argv=None) -> int:
   except UserError as e:
     print(f'error: {console.one_line(e)}', file=sys.stderr)
     return e.exit_code
+  except KeyboardInterrupt:  # outputs are written atomically: none is half-written
+    print('error: interrupted; the outputs written so far are whole', file=sys.stderr)
+    return 130
   return 0
 
 

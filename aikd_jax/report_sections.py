@@ -279,8 +279,9 @@ def ranks(lines: list, metric: str, marks: int = 2) -> dict[int, int]:
   """
   if marks == 0 or metric in UNRANKED:
     return {}
-  shown = {i: round(summarize(line.values[metric])[0], 2) for i, line in enumerate(lines)
+  means = {i: summarize(line.values[metric])[0] for i, line in enumerate(lines)
            if line.values.get(metric)}
+  shown = {i: round(m, 2) for i, m in means.items() if np.isfinite(m)}
   if len(shown) < 2:
     return {}
   levels = sorted(set(shown.values()), reverse=not _LOWER_IS_BETTER[metric])[:marks]
@@ -381,16 +382,17 @@ def render_paper_layout(section: Section) -> list[str]:
                                        for d in datasets) + ' |',
               '|:--' + '|--:' * (2 * len(datasets)) + '|']
       rank_of = {d: ranks(blocks[d], metric, section.marks) for d in datasets}
-      for i, line in enumerate(blocks[datasets[0]]):
-        rows = [(line.label, metric, lambda d, i=i: rank_of[d].get(i))]
+      for i, line in enumerate(blocks[datasets[0]]):  # every dataset has the same rows
+        shown = [(line.label, metric)]
         if metric == 'ece' and line.paper and line.paper.method == 'aikd':
-          rows.append(('+ TS', 'ece_ts', lambda d: None))
-        for label, m, rank in rows:
+          shown.append(('+ TS', 'ece_ts'))  # not ranked (UNRANKED)
+        for label, m in shown:
           cells = []
           for d in datasets:
-            ln = blocks[d][i]
-            cells += [format_cell(ln.values.get(m), rank(d), _pending(ln), scale, digits),
-                      format_paper_cell(ln.paper, m, scale, digits)]
+            ours = blocks[d][i]
+            cells += [format_cell(ours.values.get(m), rank_of[d].get(i) if m == metric
+                                  else None, _pending(ours), scale, digits),
+                      format_paper_cell(ours.paper, m, scale, digits)]
           out.append(f'| {label} | ' + ' | '.join(cells) + ' |')
   return out
 

@@ -118,11 +118,12 @@ def _flags(*flags):
 CASES = [
     # (id, build, exit status, a line that must appear)
     ('method_config_is_a_string', _bad_results(method_config='fast'), 0,
-     'warning: skipped {runs}/bad/student/results.json: method_config is "fast", not a dict'),
+     'warning: skipped {runs}/bad/student/results.json: method_config is "fast", not an object'),
     ('method_is_an_int', _bad_results(method=3), 0,
-     'warning: skipped {runs}/bad/student/results.json: method is 3, not a str'),
+     'warning: skipped {runs}/bad/student/results.json: method is 3, not a string'),
     ('dataset_is_a_dict', _bad_results(dataset={'name': 'cifar100'}), 0,
-     'dataset is {"name": "cifar100"}, not a str'),
+     'dataset is {"name": "cifar100"}, not a string'),
+    ('seed_is_a_string', _bad_results(seed='one'), 0, 'seed is "one", not an integer'),
     ('metric_is_a_string', _bad_results(top1_err='twenty'), 0,
      'top1_err is "twenty", not a number'),
     ('provenance_config_is_a_list', _bad_results(provenance={'config': [1]}), 0,
@@ -158,7 +159,7 @@ CASES = [
     ('tsne_classes_zero', _flags('--tsne_classes', '0'), 2,
      "error: argument --tsne_classes: 0 must be >= 1"),
     ('tsne_max_per_class_text', _flags('--tsne_max_per_class', 'many'), 2,
-     "argument --tsne_max_per_class: 'many' is not a int"),
+     "argument --tsne_max_per_class: 'many' is not an integer"),
     ('tsne_perplexity_negative', _flags('--tsne_perplexity=-5'), 2, '-5 must be > 0'),
     ('tsne_perplexity_nan', _flags('--tsne_perplexity', 'nan'), 2, 'nan must be > 0'),
     ('tsne_perplexity_inf', _flags('--tsne_perplexity', 'inf'), 2, 'inf must be > 0'),
@@ -221,9 +222,12 @@ def test_hostile_input(tmp_path, capsys, build, code, line):
 
 
 @pytest.mark.parametrize('error,code,says', [
-    (OSError(errno.EROFS, 'Read-only file system'), 4, 'cannot be written'),
-    (PermissionError(errno.EACCES, 'Permission denied'), 4, 'cannot be written'),
-    (OSError(errno.ENOSPC, 'No space left on device'), 5, 'the disk is full'),
+    (OSError(errno.EROFS, 'Read-only file system'), 4, 'error: --out {out} cannot be written'),
+    (PermissionError(errno.EACCES, 'Permission denied'), 4,
+     'error: --out {out} cannot be written'),
+    (OSError(errno.ENOSPC, 'No space left on device'), 5,
+     'error: --out {out}: the disk is full'),
+    (KeyboardInterrupt(), 130, 'error: interrupted; the outputs written so far are whole'),
 ])
 def test_failing_write_keeps_the_old_report_whole(tmp_path, capsys, monkeypatch, error, code,
                                                    says):
@@ -238,9 +242,7 @@ def test_failing_write_keeps_the_old_report_whole(tmp_path, capsys, monkeypatch,
     raise error
   monkeypatch.setattr(paths.os, 'fsync', fail)
   assert report.main([runs, '--out', str(out)]) == code
-  err = capsys.readouterr().err
-  _check_stderr(err, code, says)
-  assert f'--out {out}' in err
+  _check_stderr(capsys.readouterr().err, code, says.replace('{out}', str(out)))
   assert (out / 'report.md').read_text() == OLD_REPORT
   assert sorted(os.listdir(out)) == ['report.md']
 

@@ -367,10 +367,10 @@ def test_superiors_stand_in_only_where_no_student_trained_baseline():
   runs = [_run('baseline', 0), _run('baseline', 0, phase='superior'),
           _run('baseline', 1, phase='superior'), _run('baseline', 1, phase='superior'),
           _run('imported', 2, phase='superior'), _run('aikd', 0)]
-  chosen = report.table_runs(runs)
+  chosen = report_sections.table_runs(runs)
   assert sorted((r.key[2], r.phase, r.seed) for r in chosen) == [
       ('aikd', 'student', 0), ('baseline', 'student', 0)]
-  chosen = report.table_runs(runs[1:])
+  chosen = report_sections.table_runs(runs[1:])
   assert sorted((r.key[2], r.phase, r.seed) for r in chosen) == [
       ('aikd', 'student', 0), ('baseline', 'superior', 0), ('baseline', 'superior', 1)]
 
@@ -428,6 +428,8 @@ def test_ranks_share_ties_respect_direction_and_the_tables_marks():
   assert report_sections.ranks(lines, 'top1_err', marks=1) == {0: 1, 1: 1}
   assert report_sections.ranks(lines, 'top1_err', marks=0) == {}
   assert report_sections.ranks(lines[:1], 'top1_err') == {}
+  lines[2].ours.runs[0].results['top1_err'] = float('nan')  # results.json's "nan"
+  assert report_sections.ranks(lines, 'top1_err') == {0: 1, 1: 1, 3: 2}
   higher = [report_sections.Line(report.Row('a', (), [_run('a', 0, v, phase='student')]), None)
             for v in (20.0, 21.0, 22.0)]
   for line, f1 in zip(higher, (70.0, 80.0, 75.0)):
