@@ -3,7 +3,7 @@
 Reads every results.json below the given folders (sweeps or ordinary workdirs, local or
 gs://, grouped by content, not by path) and writes into REPORT_DIR:
   report.md                      one section per paper table the runs cover, then
-                                 "Other runs" (aikd_jax/report_sections.py)
+                                 "Other runs" (docs/report.md)
   runs.csv                       one row per run (finished or pending)
   reliability_<dataset>_<arch>.png   one calibration curve per row (Figures 4-5)
   tsne_<dataset>_<arch>_<method>.png with --tsne (Figure 6)
@@ -233,8 +233,9 @@ def cross_fitted_scaling(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def reliability_curves(rows: list[Row], ts_method: str = 'aikd'):
   """[(label, logits, labels)]: each row's predictions pooled over its seeds, and the
-  same after temperature scaling for `ts_method` (the paper's '+ TS' curve). Rows whose
-  predictions have different class counts keep those of the first."""
+  same after temperature scaling for `ts_method` in the recipe's setting (the paper's
+  '+ TS' curve). Runs whose predictions have another class count than the row's first
+  are left out."""
   curves = []
   for row in rows:
     preds = [p for p in (load_predictions(r.path) for r in row.runs) if p is not None]
@@ -244,7 +245,8 @@ def reliability_curves(rows: list[Row], ts_method: str = 'aikd'):
     logits = np.concatenate([p['logits'] for p in preds])
     labels = np.concatenate([p['labels'] for p in preds])
     curves.append((row.label, logits, labels))
-    if row.method == ts_method and all(p['labels'].size >= 2 for p in preds):
+    if (row.method == ts_method and not row.setting
+        and all(p['labels'].size >= 2 for p in preds)):
       scaled = np.concatenate([cross_fitted_scaling(p['logits'], p['labels']) for p in preds])
       curves.append((row.label + ' + TS', scaled, labels))
   return curves

@@ -498,3 +498,16 @@ def test_tsne_figure_plots_the_class_subset(tmp_path):
   assert len(np.unique(by_class.get_array())) == 20  # one colour index per class
   assert [c.get_offsets().shape[0] for c in right.collections] == [80, 80]
   assert [c.get_label() for c in right.collections] == ['superior', 'student']
+
+
+def test_reliability_adds_the_ts_curve_to_the_recipes_ai_kd_only(tmp_path):
+  root = str(tmp_path / 'runs')
+  for variant, overrides in (('default', {}), ('omega', {'aikd.omega': 0.5})):
+    for seed in range(2):
+      _phase(os.path.join(root, variant, f'seed{seed}', 'student'), (20.0,) * 5, method='aikd',
+             seed=seed, phase='student', overrides=overrides,
+             predictions=_predictions(seed))
+  rows = report.build_rows(report.load_runs([root]), [])
+  curves = report.reliability_curves(list(rows.values()))
+  assert [(label, logits.shape[0]) for label, logits, _ in curves] == [
+      ('AI-KD', 240), ('AI-KD + TS', 240), ('AI-KD (aikd.omega=0.5)', 240)]
