@@ -197,14 +197,19 @@ def _row_order(key: tuple) -> tuple:
 
 def build_rows(runs: list[Run], pending: list[Pending]) -> dict[tuple, Row]:
   """(dataset, arch, method, setting) -> Row, in the paper's order of datasets, archs and
-  methods; a pending phase counts where its seed has not finished under its setting."""
+  methods; a pending phase counts where its seed has not finished under its setting (a
+  superior, as Baseline, only where no student trains `baseline`, as in `table_runs`)."""
   settings = _settings(list(runs) + list(pending))
   rows = {}
   for run in table_runs(runs, settings):
     rows.setdefault(run.key + (settings[id(run)],), Row(run.key[2], settings[id(run)]))
     rows[run.key + (settings[id(run)],)].runs.append(run)
+  with_baseline = {r.key[:2] for r in list(runs) + list(pending)
+                   if r.phase == 'student' and r.key[2] == 'baseline'}
   waiting = collections.defaultdict(set)
   for p in pending:
+    if p.phase == 'superior' and p.key[:2] in with_baseline:
+      continue
     key = p.key + (settings[id(p)],)
     if key not in rows or p.seed not in {r.seed for r in rows[key].runs}:
       waiting[key].add(p.seed)

@@ -418,6 +418,10 @@ def test_pending_seed_that_finished_elsewhere_is_not_counted():
   # seed 1 of AI-KD is pending; the superior of seed 2 is a pending Baseline.
   assert [(r.label, len(r.runs), r.pending) for r in rows.values()] == [('Baseline', 0, 1),
                                                                        ('AI-KD', 1, 1)]
+  # Where students train `baseline`, the superiors are not the Baseline: not pending.
+  rows = report.build_rows([_run('aikd', 0), _run('baseline', 0)], pending)
+  assert [(r.label, len(r.runs), r.pending) for r in rows.values()] == [('Baseline', 1, 0),
+                                                                       ('AI-KD', 1, 1)]
 
 
 def test_ranks_share_ties_respect_direction_and_the_tables_marks():
