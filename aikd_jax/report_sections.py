@@ -382,13 +382,16 @@ def render_paper_layout(section: Section) -> list[str]:
       datasets = list(blocks)
       scale, digits = (0.01, 3) if metric == 'f1_macro' else (1.0, 2)
       heading = 'F1 macro' if metric == 'f1_macro' else _HEADING[metric]
+      if section.table.name == 'Tables 2, 3':
+        heading += ' (Table 2)' if metric in ('top1_err', 'f1_macro') else ' (Table 3)'
       out += ['', f'### {heading}, {paper_tables.FAMILY_NAMES[family]}', '',
               '| Method | ' + ' | '.join(f'{paper_tables.DATASET_NAMES[d]} | paper'
                                        for d in datasets) + ' |',
               '|:--' + '|--:' * (2 * len(datasets)) + '|']
       rank_of = {d: ranks(blocks[d], metric, section.marks) for d in datasets}
       for i, line in enumerate(blocks[datasets[0]]):  # every dataset has the same rows
-        shown = [(line.label, metric)]
+        pending = sum(_pending(blocks[d][i]) for d in datasets)
+        shown = [(line.paper.label + (f' ({pending} pending)' if pending else ''), metric)]
         if metric == 'ece' and line.paper and line.paper.method == 'aikd':
           shown.append(('+ TS', 'ece_ts'))  # not ranked (UNRANKED)
         for label, m in shown:

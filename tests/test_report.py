@@ -327,14 +327,14 @@ def test_paper_layout_has_datasets_as_columns(tmp_path):
   _assert_golden('paper_layout.md', text)
   table2 = _section(text, 'Tables 2, 3')
   headings = [l[4:] for l in table2 if l.startswith('### ')]
-  assert headings == ['Top-1 err (%), ResNet-18', 'F1 macro, ResNet-18',
-                      'Top-5 err (%), ResNet-18', 'ECE (%), ResNet-18']
+  assert headings == ['Top-1 err (%) (Table 2), ResNet-18', 'F1 macro (Table 2), ResNet-18',
+                      'Top-5 err (%) (Table 3), ResNet-18', 'ECE (%) (Table 3), ResNet-18']
   assert _line(table2, 'Method') == ['Method', 'CIFAR-100', 'paper', 'CUB-200-2011', 'paper']
-  f1 = table2[table2.index('### F1 macro, ResNet-18'):]
+  f1 = table2[table2.index('### F1 macro (Table 2), ResNet-18'):]
   # F1 as a fraction, ours and the paper's (every run here has F1 70 %: all tie, all bold).
   assert _line(f1, 'Baseline')[1:5] == ['**0.700 ± 0.001**', '0.759 ± 0.003',
                                         '**0.700 ± 0.001**', '0.631 ± 0.008']
-  ece = table2[table2.index('### ECE (%), ResNet-18'):]
+  ece = table2[table2.index('### ECE (%) (Table 3), ResNet-18'):]
   labels = [l.split('|')[1].strip() for l in ece if l.startswith('| ')]
   assert labels[-2:] == ['AI-KD', '+ TS']
   assert _line(ece, '+ TS')[1:3] == ['2.00 ± 0.10', '2.95']
@@ -515,3 +515,10 @@ def test_reliability_adds_the_ts_curve_to_the_recipes_ai_kd_only(tmp_path):
   curves = report.reliability_curves(list(rows.values()))
   assert [(label, logits.shape[0]) for label, logits, _ in curves] == [
       ('AI-KD', 240), ('AI-KD + TS', 240), ('AI-KD (aikd.omega=0.5)', 240)]
+
+
+def test_paper_layout_counts_pending_runs_over_the_datasets(tmp_path):
+  text = _report_text(_make_tree(str(tmp_path / 'runs')), '--layout=paper')
+  top1 = _section(text, 'Tables 2, 3')
+  assert _line(top1, 'TF-KD (1 pending)')[1:3] == ['<u>22.20 ± 0.28</u> (n=2)', '22.07 ± 0.38']
+  assert _line(top1, 'PS-KD (1 pending)')[1:3] == ['pending', '21.16 ± 0.22']
