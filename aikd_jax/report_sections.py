@@ -40,7 +40,11 @@ _PER_RUN = (frozenset({'seed', 'superior_seed', 'superior_workdir', 'method', 'd
 
 
 def _hashable(value):
-  return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
+  """A config value that can be counted and compared: lists as tuples (as the recipe's),
+  anything else that is not hashable as its JSON text."""
+  if isinstance(value, (list, tuple)):
+    return tuple(_hashable(v) for v in value)
+  return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
 
 
 def trained_config(config: dict, method: str, method_config, phase: str) -> dict:

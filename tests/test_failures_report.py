@@ -128,6 +128,9 @@ CASES = [
      'top1_err is "twenty", not a number'),
     ('provenance_config_is_a_list', _bad_results(provenance={'config': [1]}), 0,
      'provenance.config is not an object'),
+    # Odd but usable: reported (its row named by the odd value), no line on stderr.
+    ('config_value_is_a_list_of_objects', _bad_results(provenance={'config': {
+        'model': {'arch': 'preact_resnet18', 'width': [{'odd': 1}]}}}), 0, ''),
     ('results_not_an_object', _bad_file('results.json', b'[1, 2]'), 0,
      'holds a JSON list, not an object'),
     ('results_truncated', _bad_file('results.json', b'{"top1_err": 1'), 0,
