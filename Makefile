@@ -1,7 +1,8 @@
 # Quick start: `make demo` (both phases on Fashion-MNIST) and `make test`.
 # Each target sets up what it needs: a venv in .venv with requirements.txt, for the
 # demo Debian's dataset-fashion-mnist package, and for the tests Debian's shellcheck
-# (which checks launch/*; both through apt-get, where available).
+# (which checks launch/*), Debian's slurm-wlm and munge (a one-node SLURM cluster for the sweep
+# tests); all through apt-get, where available.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORKDIR ?= workdirs/demo
 
-.PHONY: demo smoke test test-fast bench device-suite setup shellcheck fashion-mnist clean-venv
+.PHONY: demo smoke test test-fast bench device-suite setup shellcheck slurm fashion-mnist clean-venv
 
 demo: setup fashion-mnist
 	$(PY) -m aikd_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
@@ -17,11 +18,11 @@ demo: setup fashion-mnist
 smoke: setup fashion-mnist
 	$(PY) -m aikd_jax.main --config=configs/demo.py:smoke --workdir=workdirs/smoke
 
-test: setup shellcheck
-	$(PY) -m pytest -q -n 2
+test: setup shellcheck slurm
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: setup shellcheck
-	$(PY) -m pytest -q -n 2 -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/step_time.py
@@ -54,6 +55,17 @@ shellcheck:
 	      ($(SUDO) apt-get update && $(SUDO) apt-get install -y shellcheck); \
 	  else \
 	    echo "shellcheck not installed and no apt-get: the launcher lint test will be skipped"; \
+	  fi; \
+	fi
+
+slurm:
+	@if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then \
+	  if command -v apt-get >/dev/null; then \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge || \
+	      ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge) || \
+	      echo "apt-get could not install slurm-wlm/munge: the SLURM sweep tests will be skipped"; \
+	  else \
+	    echo "slurm-wlm/munge not installed and no apt-get: the SLURM sweep tests will be skipped"; \
 	  fi; \
 	fi
 

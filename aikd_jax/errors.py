@@ -1,11 +1,14 @@
 """User-facing errors: `main` prints their message as one line and exits with their code.
 
 Every failure a user can cause or fix is one of these classes; each has its own exit
-status (README, "Errors"). Anything else is an internal error: its traceback goes to
+status (docs/errors.md). Anything else is an internal error: its traceback goes to
 `WORKDIR/error.log` and stderr gets one line naming that file (exit 1).
 """
 
 INTERNAL_ERROR = 1  # a bug: traceback in WORKDIR/error.log
+# A sweep cell (`sweep --cell`) stopped by a signal before it finished: it saved a
+# checkpoint; running it again resumes. Not 0, so a scheduler does not count it as done.
+CELL_STOPPED = 75
 
 
 class UserError(Exception):
@@ -42,3 +45,8 @@ class DistributedError(UserError):
   """A multi-process run whose processes cannot start together or lost a peer."""
   exit_code = 7
 
+
+
+class SuperiorNotReadyError(UserError):
+  """A sweep's student cell whose superior cell has not finished (it trains none itself)."""
+  exit_code = 8

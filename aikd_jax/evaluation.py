@@ -1,4 +1,4 @@
-"""Test-set classification metrics (README, *Outputs*; PS-KD's official evaluation).
+"""Test-set classification metrics (docs/usage.md, *Outputs*; PS-KD's official evaluation).
 
 All functions take host arrays: `logits` float [N, C] and `labels` int [N],
 and compute in float64.

@@ -1,7 +1,7 @@
 """Entry point: `python -m aikd_jax.main --config=CONFIG.py[:ARG] --workdir=DIR`.
 
 Parses flags and dispatches to `run.run`; nothing else. Every failure a user can fix ends
-with one `error:` line on stderr and its exit status (README, "Errors"); an internal
+with one `error:` line on stderr and its exit status (docs/errors.md); an internal
 error writes its traceback to WORKDIR/error.log and names it. SIGTERM and the first
 Ctrl-C save a checkpoint and exit 0; a second Ctrl-C exits at once (status 130).
 """

@@ -1,7 +1,7 @@
 """A phase's results: `results.json`, `predictions.npz` and `reliability.png`, in one place.
 
 `results.json` is written last and atomically: its presence marks a finished phase. Its
-keys are `KEYS` (README, "Outputs"); a reader of a table needs nothing else: the method
+keys are `KEYS` (docs/usage.md, "Outputs"); a reader of a table needs nothing else: the method
 and its hyper-parameters, the superior it learned from, the data, model, epochs and
 seed, the final and the best epoch's top-1 error, throughput, and the provenance
 (config, versions, devices, code commit).

@@ -1,85 +1,47 @@
-"""A grid of runs, one after another in this process: methods x seeds (x variants).
+"""A grid of runs (methods x seeds x variants) as a plan of cells, and its executors.
 
-  python -m aikd_jax.sweep --config=configs/cifar100_preact_r18.py \
-      --methods=baseline,tfkd,pskd,cskd,zipf_ls,tffd,aikd --seeds=0,1,2 --workdir=DIR
+  # plan and run every cell here, one after another (the default)
+  python -m aikd_jax.sweep --config=configs/cifar100_preact_r18.py --workdir=DIR
   python -m aikd_jax.sweep --sweep=configs/sweeps/table6_omega.py --workdir=DIR
+  # the same plan on a cluster or on every GPU of this machine
+  python -m aikd_jax.sweep --sweep=... --workdir=DIR --submit=slurm --slurm.gpus=1
+  python -m aikd_jax.sweep --sweep=... --workdir=DIR --submit=local --parallel=8
+  python -m aikd_jax.sweep --sweep=... --workdir=DIR --submit=none  # plan only
+  # one cell of an existing plan (K, or the scheduler's SLURM_ARRAY_TASK_ID /
+  # JOB_COMPLETION_INDEX); the plan's table and its progress
+  python -m aikd_jax.sweep --workdir=DIR --cell=K
+  python -m aikd_jax.sweep --workdir=DIR --list
+  python -m aikd_jax.sweep --workdir=DIR --status
 
-Layout (README, "Sweeps and reproducing the paper"):
-  DIR/sweep.json                the grid and the base config (another base config is refused)
-  DIR/superior/seed<k>/         the shared superior of seed k: phase 1 only (plain CE, seed
-                                k + 1 unless superior_seed is set), trained once when a method
-                                of the grid needs one (tfkd, aikd and its ablations)
-  DIR/<method>/seed<k>/         a cell: an ordinary run.run workdir (config.json, student/)
-  DIR/<variant>/<method>/seed<k>/   the cells of a preset's variant (named config overrides)
-  DIR/<variant>/superior/seed<k>/   a variant's own superior, only when its overrides change
-                                    phase 1 (e.g. augment with superior_augment='same')
-
-Every cell's config is checked up front (config.parse + methods.create), so a typo stops
-the sweep before anything is written. A finished cell (its results.json exists) is
-skipped; a half-finished one resumes (run.run does that). A failing cell is reported in
-one line and the sweep goes on. Exit status: 0 every cell finished (or the sweep was
-stopped by SIGTERM/Ctrl-C: run the same command again to resume), 1 some cells failed
-(their count is printed), 2-7 an error before any cell ran (as the trainer's, errors.py).
-
-The Baseline row is a normal student run of method `baseline` under seed k (no superior);
-the superiors (seed k + 1) serve the students of seed k.
+The plan (plan.py) is written to DIR/sweep.json before anything runs; every cell's
+config is checked first, so a typo stops the sweep before anything is written. A finished
+cell is skipped, a partial one resumes. Exit status: 0 every cell finished, or the sweep
+was stopped (run the same command again to resume), or the cells were submitted; 1 some
+cells failed (they are listed); 2-8 an error before any cell ran (errors.py; docs/errors.md).
+`--cell` exits with the cell's own status, and 75 when it was stopped before finishing.
 """
-import contextlib
-import copy
 import dataclasses
-import datetime
 import importlib.util
-import json
-import logging as py_logging
 import os
 import sys
 import time
-import traceback
-from typing import Callable
 
-import numpy as np
+from aikd_jax import cells as cells_lib, console, local_pool, paths, plan as plan_lib
+from aikd_jax import report, slurm
+from aikd_jax.errors import CELL_STOPPED, ConfigError, UserError, WorkdirError
 
-from aikd_jax import console, paths, report
-from aikd_jax.errors import ConfigError, UserError, WorkdirError
-
-SWEEP_JSON = 'sweep.json'
-SUPERIOR = 'superior'
+SWEEP_JSON = plan_lib.SWEEP_JSON
 # The paper's Table 2 methods, in its row order.
 DEFAULT_METHODS = ('baseline', 'cskd', 'tfkd', 'pskd', 'tffd', 'zipf_ls', 'aikd')
 DEFAULT_SEEDS = (0, 1, 2)
-# Keys of the base config that may differ when a sweep is run again (they do not change
-# results), besides those of preflight.RESUMABLE_KEYS; method and seed are set per cell.
-_PER_CELL = ('method', 'seed')
-_NO_AUGMENT = {'cutout': 0, 'mixup': 0.0, 'cutmix': 0.0, 'cutmix_prob': 1.0}
-
-
-@dataclasses.dataclass
-class Cell:
-  """One run of the grid: a superior (phase 1 only) or a student workdir."""
-  variant: str | None
-  method: str  # 'superior' for a shared superior
-  seed: int
-  workdir: str
-  config: dict  # the raw config (nested dict) given to run.run
-  superior: 'Cell | None' = None  # the superior cell this student needs
-
-  @property
-  def name(self) -> str:
-    prefix = f'{self.variant}/' if self.variant else ''
-    return f'{prefix}{self.method} seed {self.seed}'
-
-  @property
-  def is_superior(self) -> bool:
-    return self.method == SUPERIOR
-
-  @property
-  def phase_dir(self) -> str:
-    return os.path.join(self.workdir, SUPERIOR if self.is_superior else 'student')
+SUBMIT = ('inprocess', 'local', 'slurm', 'none')
+# Where a scheduler's array task finds its index: SLURM job arrays, Kubernetes Indexed Jobs.
+INDEX_VARIABLES = ('SLURM_ARRAY_TASK_ID', 'JOB_COMPLETION_INDEX')
 
 
 @dataclasses.dataclass
 class Outcome:
-  """What a sweep did: cells in grid order, failures (cell name, message), results."""
+  """What a sweep did: cells in plan order, failures (cell name, message), results."""
   cells: list
   failed: list = dataclasses.field(default_factory=list)
   results: dict = dataclasses.field(default_factory=dict)  # cell name -> results.json
@@ -91,241 +53,142 @@ class Outcome:
     return 1 if self.failed else 0
 
 
-# -- the grid -------------------------------------------------------------------------
+def _stderr(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
 
 
-def _plain(raw) -> dict:
-  return copy.deepcopy(raw.to_dict() if hasattr(raw, 'to_dict') else dict(raw))
+# -- planning -------------------------------------------------------------------------
 
 
-def set_key(config: dict, key: str, value, where: str) -> None:
-  """config[a][b] = value for key 'a.b'; an unknown key is a one-line ConfigError."""
-  *parents, leaf = key.split('.')
-  node = config
-  for p in parents:
-    if not isinstance(node.get(p), dict):
-      raise ConfigError(f'{where}: unknown config key {key}')
-    node = node[p]
-  if leaf not in node:
-    raise ConfigError(f'{where}: unknown config key {key}')
-  node[leaf] = value
-
-
-def _variant_dir(workdir: str, variant: str | None) -> str:
-  return os.path.join(workdir, variant) if variant else workdir
-
-
-def _superior_raw(base: dict, overrides: dict, seed: int, groups) -> dict:
-  """The config of a shared superior workdir: what phase 1 depends on, nothing else.
-
-  Overrides of method groups (aikd.omega, ...) are left out, so variants that differ only
-  in the student's objective share one superior. With superior_augment='none' the
-  augment group is zeroed, so augmentation variants share it too.
-  """
-  c = _plain(base)
-  for key, value in overrides.items():
-    if key.split('.')[0] not in groups:
-      set_key(c, key, value, 'superior')
-  c.update(method='baseline', seed=seed, train_superior='auto')
-  if c.get('superior_augment') == 'none':
-    c['augment'] = dict(_NO_AUGMENT)
-  return c
-
-
-def build_cells(base, workdir: str, methods: list[str], seeds: list[int],
-                variants: dict | None = None) -> list[Cell]:
-  """Every cell of the grid in run order (per seed: superiors, then students), each config
-  checked with config.parse and methods.create. Writes nothing; raises ConfigError."""
-  from aikd_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from aikd_jax import methods as methods_lib  # pylint: disable=g-import-not-at-top
-  base = _plain(base)
-  if not methods:
-    raise ConfigError('--methods is empty')
-  if not seeds:
-    raise ConfigError('--seeds is empty')
-  for name in variants or {}:
-    if not name or name == SUPERIOR or name in methods_lib.names() or '/' in name:
-      raise ConfigError(f'variant name {name!r} cannot be a folder of the sweep; rename it')
-  external = base.get('superior_workdir') or base.get('superior_init')
-  groups = set(methods_lib.config_groups())
-  variant_items = list((variants or {None: {}}).items())
-  cells, superiors = [], {}
-  for seed in seeds:
-    base_superior = _superior_raw(base, {}, seed, groups)
-    for variant, overrides in variant_items:
-      where = f'variant {variant}' if variant else 'the sweep'
-      students = []
-      for method in methods:
-        c = _plain(base)
-        for key, value in overrides.items():
-          set_key(c, key, value, where)
-        c.update(method=method, seed=seed, train_superior='auto')
-        cell = Cell(variant, method, seed,
-                    os.path.join(_variant_dir(workdir, variant), method, f'seed{seed}'), c)
-        try:
-          parsed = config_lib.parse(c)
-          needs = methods_lib.create(parsed).needs_superior
-        except ConfigError as e:
-          raise ConfigError(f'cell {cell.name}: {e}') from None
-        if needs and not external:
-          sup = _superior_raw(base, overrides, seed, groups)
-          sup_dir = os.path.join(
-              _variant_dir(workdir, None if sup == base_superior else variant), SUPERIOR,
-              f'seed{seed}')
-          if sup_dir not in superiors:
-            try:
-              config_lib.parse(sup)
-            except ConfigError as e:
-              raise ConfigError(f'superior of {cell.name}: {e}') from None
-            superiors[sup_dir] = Cell(None if sup == base_superior else variant, SUPERIOR,
-                                      seed, sup_dir, sup)
-            cells.append(superiors[sup_dir])
-          cell.superior = superiors[sup_dir]
-          c['superior_workdir'] = sup_dir
-        students.append(cell)
-      cells += students
-  return cells
-
-
-# -- sweep.json -----------------------------------------------------------------------
-
-
-def check_sweep_json(workdir: str, base, methods, seeds, variants) -> dict:
-  """The sweep.json to write: DIR's grid grown by this one. Another base config, or a
-  variant of the same name with other overrides, is a WorkdirError. Writes nothing."""
-  from aikd_jax import preflight  # pylint: disable=g-import-not-at-top
-  base = _plain(base)
-  now = {'base_config': base, 'methods': list(methods), 'seeds': list(seeds),
-         'variants': dict(variants or {})}
-  path = os.path.join(workdir, SWEEP_JSON)
-  if not os.path.exists(path):
-    return now
-  saved = preflight.read_json(path, 'the sweep\'s grid')
-  differ = preflight.differing_keys(saved['base_config'], json.loads(json.dumps(base)),
-                                   set(_PER_CELL) | preflight.RESUMABLE_KEYS)
-  if differ:
-    raise WorkdirError(f'{workdir} holds a sweep with a different base config (differs in: '
-                       f'{", ".join(differ)}); use another --workdir')
-  for name, overrides in now['variants'].items():
-    old = saved.get('variants', {}).get(name)
-    if old is not None and old != json.loads(json.dumps(overrides)):
-      raise WorkdirError(f'{workdir} has a variant {name} with other overrides ({old}); '
-                         'rename the variant or use another --workdir')
-  grown = dict(saved)
-  grown['base_config'] = base
-  grown['methods'] = list(dict.fromkeys(saved.get('methods', []) + now['methods']))
-  grown['seeds'] = sorted(set(saved.get('seeds', [])) | set(now['seeds']))
-  grown['variants'] = {**saved.get('variants', {}), **now['variants']}
-  return grown
-
-
-def _write_json(path: str, data: dict) -> None:
-  paths.write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
-
-
-# -- running --------------------------------------------------------------------------
-
-
-def _eta(seconds: float) -> str:
-  return str(datetime.timedelta(seconds=round(seconds)))
-
-
-@contextlib.contextmanager
-def _own_log_handlers():
-  """Closes the log handlers a cell adds (run.run logs to its WORKDIR/log.txt)."""
-  root = py_logging.getLogger()
-  before = list(root.handlers)
-  try:
-    yield
-  finally:
-    for handler in [h for h in root.handlers if h not in before]:
-      root.removeHandler(handler)
-      handler.close()
-
-
-def _record_internal_error(cell: Cell, workdir: str) -> str:
-  """The traceback goes to the cell's error.log (or DIR/error.log); returns that path."""
-  folder = cell.workdir if os.path.isdir(cell.workdir) else workdir
-  path = os.path.join(folder, console.ERROR_LOG)
-  with open(path, 'a') as f:
-    f.write(traceback.format_exc())
-  return path
-
-
-def _run_cell(cell: Cell, stop_requested) -> dict:
-  from aikd_jax import run  # pylint: disable=g-import-not-at-top
-  with _own_log_handlers():
-    if cell.is_superior:
-      return run.run_superior_only(cell.config, cell.workdir, stop_requested)
-    return run.run(cell.config, cell.workdir, stop_requested)['student']
-
-
-def run_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
-              stop_requested: Callable[[], bool] = lambda: False, log=None,
-              extra: dict | None = None) -> Outcome:
-  """Runs every unfinished cell, one after another; returns what happened.
-
-  Raises UserError (nothing written) when a cell's config is invalid, or DIR holds a
-  sweep with another base config. `log(line)` prints progress (default: stderr).
-  """
-  from aikd_jax import run, workdir_lock  # pylint: disable=g-import-not-at-top
-  from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
-  log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+def check_folder(workdir: str) -> str:
+  """The sweep folder as an absolute local path; one WorkdirError line when it cannot be."""
   if paths.is_remote(workdir):
-    raise WorkdirError(f'sweep: --workdir {workdir}: a sweep folder must be on a local or shared '
-                       'file system (gs:// works for single runs, not for sweeps yet)')
+    raise WorkdirError(f'sweep: --workdir {workdir}: a sweep folder must be on a local or '
+                       'shared file system (gs:// works for single runs, not for sweeps yet)')
   workdir = paths.absolute(workdir)
-  cells = build_cells(base, workdir, list(methods), list(seeds), variants)
-  grid = check_sweep_json(workdir, base, methods, seeds, variants)
-  grid.update(extra or {})
+  probe = workdir
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise WorkdirError(f'sweep: --workdir {workdir}: {probe} is a file, not a folder')
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise WorkdirError(f'sweep: --workdir {workdir}: {probe} is not writable')
+  return workdir
+
+
+def plan_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
+               extra: dict | None = None) -> plan_lib.Plan:
+  """The plan of DIR grown by this grid; checks everything, writes nothing."""
+  workdir = check_folder(workdir)
+  return plan_lib.build(base, workdir, list(methods), list(seeds), variants,
+                        plan_lib.read(workdir), extra)
+
+
+def select(plan: plan_lib.Plan, methods, seeds, variants) -> list:
+  """The cells of `plan` that this grid asks for (a grown plan has others too)."""
+  wanted = {c['workdir'] for c in plan_lib.grid_cells(
+      plan.base_config, plan.workdir, list(methods), list(seeds), variants)}
+  return [c for c in plan.cells if c.workdir in wanted]
+
+
+# -- the in-process executor ----------------------------------------------------------
+
+
+def run_cells(plan: plan_lib.Plan, cells: list, stop_requested=lambda: False,
+              log=_stderr) -> Outcome:
+  """Runs the unfinished `cells` one after another in this process."""
+  from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
   out = Outcome(cells)
-  with workdir_lock.held(workdir):
-    _write_json(os.path.join(workdir, SWEEP_JSON), grid)
-    finished = {c.name: run.finished_results(c.phase_dir) for c in cells}
-    done = sum(r is not None for r in finished.values())
-    n_sup = sum(c.is_superior for c in cells)
-    log(f'sweep: {len(cells)} cells ({n_sup} superiors, {len(cells) - n_sup} students) in '
-        f'{workdir}, {done} finished already')
-    times = []
-    for i, cell in enumerate(cells, start=1):
-      if finished[cell.name] is not None:
-        out.results[cell.name] = finished[cell.name]
-        continue
-      if cell.superior is not None and cell.superior.name in dict(out.failed):
-        out.failed.append((cell.name, f'its superior ({cell.superior.name}) failed'))
-        log(f'sweep: cell {i}/{len(cells)} {cell.name} skipped: its superior failed')
-        continue
-      if stop_requested():
-        out.stopped = True
-        break
-      remaining = sum(finished[c.name] is None for c in cells[i - 1:])
-      eta = _eta(np.mean(times) * remaining) if times else '?'
-      log(f'sweep: cell {i}/{len(cells)} {cell.name} ({done} done, {len(out.failed)} failed, '
-          f'ETA {eta})')
-      start = time.monotonic()
-      try:
-        out.results[cell.name] = _run_cell(cell, stop_requested)
-      except Preempted as e:
-        out.stopped = True
-        log(f'sweep: stopped in cell {cell.name}: {console.one_line(e)}')
-        break
-      except UserError as e:
-        out.failed.append((cell.name, console.one_line(e)))
-        log(f'sweep: cell {cell.name} failed: {console.one_line(e)}')
-        continue
-      except Exception as e:  # pylint: disable=broad-except
-        path = _record_internal_error(cell, workdir)
-        msg = f'internal error ({type(e).__name__}: {str(e)[:200]}); traceback in {path}'
-        out.failed.append((cell.name, console.one_line(msg)))
-        log(f'sweep: cell {cell.name} failed: {console.one_line(msg)}')
-        continue
-      times.append(time.monotonic() - start)
-      out.trained.append(cell.name)
-      done += 1
+  finished = {c.index: plan_lib.finished(c) for c in cells}
+  done = sum(r is not None for r in finished.values())
+  n_sup = sum(c.is_superior for c in cells)
+  log(f'sweep: {len(cells)} cells ({n_sup} superiors, {len(cells) - n_sup} students) in '
+      f'{plan.workdir}, {done} finished already')
+  failed, times = {}, []
+  for i, cell in enumerate(cells, start=1):
+    if finished[cell.index] is not None:
+      out.results[cell.name] = finished[cell.index]
+      continue
+    if cell.depends_on in failed:
+      failed[cell.index] = f'its superior ({failed[cell.depends_on]}) failed'
+      out.failed.append((cell.name, failed[cell.index]))
+      log(f'sweep: cell {i}/{len(cells)} {cell.name} skipped: its superior failed')
+      continue
+    if stop_requested():
+      out.stopped = True
+      break
+    remaining = sum(finished[c.index] is None for c in cells[i - 1:])
+    eta = local_pool._eta(sum(times) / len(times) * remaining) if times else '?'  # pylint: disable=protected-access
+    log(f'sweep: cell {i}/{len(cells)} {cell.name} ({done} done, {len(out.failed)} failed, '
+        f'ETA {eta})')
+    start = time.monotonic()
+    try:
+      out.results[cell.name] = cells_lib.execute(plan, cell, stop_requested)
+    except Preempted as e:
+      out.stopped = True
+      log(f'sweep: stopped in cell {cell.name}: {console.one_line(e)}')
+      break
+    except (cells_lib.CellFailed, UserError) as e:
+      failed[cell.index] = cell.name
+      out.failed.append((cell.name, console.one_line(e)))
+      log(f'sweep: cell {cell.name} failed: {console.one_line(e)}')
+      continue
+    times.append(time.monotonic() - start)
+    out.trained.append(cell.name)
+    done += 1
   return out
 
 
-# -- the summary ----------------------------------------------------------------------
+def run_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
+              stop_requested=lambda: False, log=_stderr, extra: dict | None = None) -> Outcome:
+  """Plans the grid (nothing is written if a config is invalid), writes DIR/sweep.json and
+  runs its unfinished cells one after another in this process."""
+  from aikd_jax import workdir_lock  # pylint: disable=g-import-not-at-top
+  plan = plan_sweep(base, workdir, methods, seeds, variants, extra)
+  with workdir_lock.held(plan.workdir):
+    plan_lib.write(plan)
+    return run_cells(plan, select(plan, methods, seeds, variants), stop_requested, log)
+
+
+# -- what the plan's cells are doing --------------------------------------------------
+
+
+def states(plan: plan_lib.Plan) -> dict:
+  """{cell index: state} from the workdirs, with SLURM's view of cells that have not
+  finished: 'queued' for a task waiting in SLURM, 'running' for one running there."""
+  found = {c.index: plan_lib.state(c) for c in plan.cells}
+  jobs = slurm.job_ids(plan.workdir)
+  queue = slurm.queue_states(jobs)
+  for index, slurm_state in {**slurm.accounting_states(jobs), **queue}.items():
+    if found.get(index) in ('pending', 'partial', 'failed') and index in queue:
+      found[index] = 'running' if slurm_state == 'RUNNING' else 'queued'
+  return found
+
+
+def list_table(plan: plan_lib.Plan, found: dict) -> str:
+  """The plan as a table: index, cell, needs (its superior), status, workdir."""
+  width = max([len(c.name) for c in plan.cells] + [4])
+  lines = [f'{"cell":>5s}  {"name":{width}s}  {"needs":>5s}  {"status":8s}  workdir']
+  for c in plan.cells:
+    needs = '' if c.depends_on is None else str(c.depends_on)
+    lines.append(f'{c.index:>5d}  {c.name:{width}s}  {needs:>5s}  {found[c.index]:8s}  '
+                 f'{os.path.relpath(c.workdir, plan.workdir)}')
+  return '\n'.join(lines)
+
+
+def status_text(plan: plan_lib.Plan, found: dict) -> str:
+  """Counts per state, and each failed cell with its message and log."""
+  counts = {s: sum(v == s for v in found.values()) for s in
+            ('done', 'running', 'queued', 'partial', 'pending', 'failed')}
+  lines = [f'sweep {plan.workdir}: {len(plan.cells)} cells: '
+           + ', '.join(f'{n} {s}' for s, n in counts.items() if n or s in ('done', 'failed'))]
+  for c in plan.cells:
+    if found[c.index] == 'failed':
+      rec = plan_lib.record(c)
+      log = rec.get('error_log') or os.path.join(c.workdir, 'log.txt')
+      lines.append(f'  failed: cell {c.index} {c.name}: {rec.get("message", "?")} '
+                   f'(exit {rec.get("exit_code", "?")}; log: {log})')
+  return '\n'.join(lines)
 
 
 def summary(outcome: Outcome, workdir: str) -> str:
@@ -349,7 +212,7 @@ def summary(outcome: Outcome, workdir: str) -> str:
   return '\n'.join(lines)
 
 
-# -- the command line -----------------------------------------------------------------
+# -- the command line: the grid -------------------------------------------------------
 
 
 def load_preset(path: str) -> dict:
@@ -360,26 +223,54 @@ def load_preset(path: str) -> dict:
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
+    grid = getattr(module, 'SWEEP', None)
+    grid = grid() if callable(grid) else grid
   except Exception as e:  # pylint: disable=broad-except
     raise ConfigError(f'--sweep {path} failed to load: {console.one_line(e)}') from None
-  grid = getattr(module, 'SWEEP', None)
-  grid = grid() if callable(grid) else grid
-  if not isinstance(grid, dict) or not set(grid) <= {'methods', 'seeds', 'variants'}:
-    raise ConfigError(f'--sweep {path} needs a SWEEP dict with methods, seeds, variants')
+  shapes = {'methods': (list, tuple), 'seeds': (list, tuple), 'variants': dict}
+  if not isinstance(grid, dict) or not set(grid) <= set(shapes) or not all(
+      isinstance(v, shapes[k]) for k, v in grid.items()):
+    raise ConfigError(f'--sweep {path} needs SWEEP = dict(methods=(...), seeds=(...), '
+                      'variants={name: {key: value}})')
+  if not all(isinstance(v, dict) for v in grid.get('variants', {}).values()):
+    raise ConfigError(f'--sweep {path}: each variant must be a dict of config overrides')
   return grid
 
 
-def _split(text: str | None, kind=str) -> list | None:
+def split_list(flag: str, text: str | None, kind=str) -> list | None:
+  """A comma-separated flag's values (None if not given); empty or bad is a ConfigError."""
   if text is None:
     return None
   try:
-    return [kind(v.strip()) for v in text.split(',') if v.strip()]
+    values = [kind(v.strip()) for v in text.split(',')]
   except ValueError:
-    raise ConfigError(f'bad list {text!r}: use comma-separated values') from None
+    raise ConfigError(f'--{flag}={text!r}: use comma-separated values') from None
+  if any(v == '' for v in values) or not values:
+    raise ConfigError(f'--{flag}={text!r} has an empty entry')
+  return values
+
+
+def grid_from_flags(values: dict) -> tuple[list, list, dict | None]:
+  """(methods, seeds, variants) from --methods, --seeds, --sweep and --variants."""
+  grid = load_preset(values['sweep']) if values['sweep'] else {}
+  methods = split_list('methods', values['methods']) or list(
+      grid.get('methods') or DEFAULT_METHODS)
+  seeds = split_list('seeds', values['seeds'], int) or list(grid.get('seeds') or DEFAULT_SEEDS)
+  variants = grid.get('variants') or None
+  wanted = split_list('variants', values['variants'])
+  if wanted:
+    unknown = sorted(set(wanted) - set(variants or {}))
+    if unknown:
+      raise ConfigError(f'unknown variant {unknown[0]}; the preset has: '
+                        f'{", ".join(variants or {}) or "none"}')
+    variants = {k: v for k, v in variants.items() if k in wanted}
+  return methods, seeds, variants
 
 
 def with_sweep_config(argv: list[str]) -> list[str]:
-  """`--sweep=FILE` without `--config` loads the base config from FILE too."""
+  """`--sweep=FILE` without `--config` loads the base config from FILE too; a bare
+  `--cell` (the scheduler gives the index) is `--cell=auto`."""
+  argv = ['--cell=auto' if a == '--cell' else a for a in argv]
   has_config = any(a == '--config' or a.startswith('--config=') for a in argv)
   sweep = [a.split('=', 1)[1] for a in argv if a.startswith('--sweep=')]
   if sweep and not has_config:
@@ -387,12 +278,64 @@ def with_sweep_config(argv: list[str]) -> list[str]:
   return argv
 
 
+# -- the command line: one cell -------------------------------------------------------
+
+
+def cell_index(flag: str, kind: str | None, plan: plan_lib.Plan, environ=os.environ) -> int:
+  """The plan index of `--cell=K` or `--cell=auto` (the scheduler's array index). With
+  `--cell_kind`, the index counts only that kind's cells (a Kubernetes Indexed Job per
+  kind, whose indices run 0..n-1)."""
+  if flag == 'auto':
+    found = [(v, environ[v]) for v in INDEX_VARIABLES if environ.get(v, '') != '']
+    if not found:
+      raise ConfigError(f'--cell without an index needs {" or ".join(INDEX_VARIABLES)}')
+    name, flag = found[0]
+  else:
+    name = '--cell'
+  if not flag.isdigit():
+    raise ConfigError(f'{name}={flag!r}: a cell index is a number >= 0')
+  index = int(flag)
+  if kind:
+    of_kind = [c.index for c in plan.cells if c.kind == kind]
+    if index >= len(of_kind):
+      raise ConfigError(f'{name}={index}: the plan has {len(of_kind)} {kind} cells')
+    return of_kind[index]
+  return plan.cell(index).index
+
+
+def run_one_cell(plan: plan_lib.Plan, index: int, stop) -> int:
+  """`--cell`: trains one cell; returns the exit status (prints one line either way)."""
+  from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
+  cell = plan.cell(index)
+  _stderr(f'sweep: cell {index} {cell.name} in {cell.workdir}')
+  try:
+    results = cells_lib.execute(plan, cell, lambda: bool(stop))
+  except Preempted as e:
+    _stderr(f'sweep: cell {index} stopped: {console.one_line(e)}; run it again to resume')
+    return CELL_STOPPED
+  except cells_lib.CellFailed as e:
+    console.fail(f'cell {index} ({cell.name}): {e}', e.exit_code)
+  except UserError as e:
+    console.fail(str(e), e.exit_code)
+  print(f'cell {index} {cell.name}: done, top-1 err {results.get("top1_err")} % '
+        f'({cell.phase_dir}/results.json)', flush=True)
+  return 0
+
+
+# -- the command line -----------------------------------------------------------------
+
+
 def _define_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_dict, config_flags  # pylint: disable=g-import-not-at-top
   config = config_flags.DEFINE_config_file('config', None, 'Base config (ml_collections).',
                                            lock_config=True)
-  return config, {
+  # .extra: ';'-separated sbatch options on the command line.
+  slurm_defaults = config_dict.ConfigDict({**dataclasses.asdict(slurm.Options()), 'extra': ''})
+  defined = {
+      'slurm': config_flags.DEFINE_config_dict(
+          'slurm', slurm_defaults, 'With --submit=slurm: what each cell asks of SLURM '
+          '(--slurm.partition, .account, .time, .gpus, .cpus, .mem, .throttle, .extra).'),
       'workdir': flags.DEFINE_string('workdir', None, 'The sweep folder.'),
       'methods': flags.DEFINE_string('methods', None, 'Comma-separated methods (default: the '
                                      "preset's, else the paper's Table 2 methods)."),
@@ -401,62 +344,134 @@ def _define_flags():
       'sweep': flags.DEFINE_string('sweep', None, 'A preset (configs/sweeps/*.py): its SWEEP '
                                    'grid, and its get_config() when --config is not given.'),
       'variants': flags.DEFINE_string('variants', None, "Only these of the preset's variants."),
+      'submit': flags.DEFINE_enum('submit', 'inprocess', SUBMIT, 'Where the cells run: '
+                                  'inprocess (one after another here), local (--parallel '
+                                  'subprocesses, one GPU each), slurm (job arrays), none '
+                                  '(write the plan only).'),
+      'parallel': flags.DEFINE_integer('parallel', None, 'With --submit=local: cells at once '
+                                       '(default: one per visible GPU, else 1).'),
+      'dry_run': flags.DEFINE_bool('dry_run', False, 'With --submit=slurm: print the script '
+                                   'and the sbatch commands; submit and write nothing.'),
+      'cell': flags.DEFINE_string('cell', None, 'Run only this cell of DIR\'s plan; a bare '
+                                  '--cell reads SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX.'),
+      'cell_kind': flags.DEFINE_enum('cell_kind', None, [plan_lib.SUPERIOR, plan_lib.STUDENT],
+                                     'With --cell: count the index within this kind of cell.'),
+      'list': flags.DEFINE_bool('list', False, 'Print the plan (index, cell, status); '
+                                'train and write nothing.'),
+      'status': flags.DEFINE_bool('status', False, 'Count the plan\'s cells by state (with '
+                                  'SLURM\'s view where SLURM is present), name failed ones.'),
       'verbose': flags.DEFINE_bool('verbose', False, 'Also show library INFO lines.'),
   }
+  return config, defined
 
 
-def main(argv, config_flag, flag_values):
-  del argv
-  console.quiet_libraries(verbose=flag_values['verbose'].value)
-  raw = console.config_value(config_flag)
-  workdir = flag_values['workdir'].value
-  if raw is None or not workdir:
-    console.fail('--workdir and --config (or --sweep) are required', ConfigError.exit_code)
-  workdir = paths.absolute(workdir)
-  try:
-    grid = load_preset(flag_values['sweep'].value) if flag_values['sweep'].value else {}
-    methods = (_split(flag_values['methods'].value) or list(grid.get('methods', ()))
-               or list(DEFAULT_METHODS))
-    seeds = (_split(flag_values['seeds'].value, int) or list(grid.get('seeds', ()))
-             or list(DEFAULT_SEEDS))
-    variants = grid.get('variants') or None
-    wanted = _split(flag_values['variants'].value)
-    if wanted:
-      unknown = sorted(set(wanted) - set(variants or {}))
-      if unknown:
-        raise ConfigError(f'unknown variant {unknown[0]}; the preset has: '
-                          f'{", ".join(variants or {}) or "none"}')
-      variants = {k: v for k, v in variants.items() if k in wanted}
-  except UserError as e:
-    console.fail(str(e), e.exit_code)
+def _import_trainer(raw_fast_compile: bool, verbose: bool) -> None:
   import jax  # pylint: disable=g-import-not-at-top
-  if raw.fast_compile:
+  if raw_fast_compile:
     jax.config.update('jax_disable_most_optimizations', True)
-  with console.native_stderr_hidden(flag_values['verbose'].value):
+  with console.native_stderr_hidden(verbose):
     from aikd_jax import run  # pylint: disable=g-import-not-at-top,unused-import
-  stop = []
-  console.install_stop_handlers(
-      stop, 'sweep: stopping: the running cell saves a checkpoint at its next step')
-  try:
-    outcome = run_sweep(raw, workdir, methods, seeds, variants, lambda: bool(stop),
-                        extra={'command': ' '.join(sys.argv)})
-  except UserError as e:
-    console.fail(str(e), e.exit_code)
+
+
+def _report_outcome(outcome: Outcome, workdir: str) -> int:
   print(summary(outcome, workdir), flush=True)
   if outcome.stopped:
-    print('sweep: stopped; run the same command again to resume (finished cells are '
-          'skipped)', file=sys.stderr, flush=True)
+    _stderr('sweep: stopped; run the same command again to resume (finished cells are '
+            'skipped)')
   if outcome.failed:
-    print(f'sweep: {len(outcome.failed)} of {len(outcome.cells)} cells failed:',
-          file=sys.stderr)
+    _stderr(f'sweep: {len(outcome.failed)} of {len(outcome.cells)} cells failed:')
     for name, msg in outcome.failed:
-      print(f'  {name}: {msg}', file=sys.stderr)
-    sys.stderr.flush()
-  sys.exit(outcome.exit_code)
+      _stderr(f'  {name}: {msg}')
+  return outcome.exit_code
+
+
+def _existing_plan_command(values: dict, workdir: str, stop) -> int:
+  """--cell, --list or --status on DIR's plan."""
+  plan = plan_lib.read_existing(workdir)
+  if values['cell'] is not None:
+    index = cell_index(values['cell'], values['cell_kind'], plan)
+    _import_trainer(plan.base_config.get('fast_compile', False), values['verbose'])
+    return run_one_cell(plan, index, stop)
+  found = states(plan)
+  print(list_table(plan, found) if values['list'] else status_text(plan, found), flush=True)
+  return 0
+
+
+def _run_plan(plan, cells, values: dict, stop) -> int:
+  """Writes the plan and hands `cells` to the --submit executor."""
+  from aikd_jax import workdir_lock  # pylint: disable=g-import-not-at-top
+  mode = values['submit']
+  if mode == 'slurm':
+    options = slurm.Options.from_config(values['slurm'])
+    todo = [c for c in cells if plan_lib.finished(c) is None]
+    if values['dry_run']:
+      slurm.submit(plan, todo, options, True, print)
+      return 0
+    with workdir_lock.held(plan.workdir):
+      plan_lib.write(plan)
+      slurm.submit(plan, todo, options, False, _stderr)
+    _stderr(f'sweep: progress: python -m aikd_jax.sweep --workdir={plan.workdir} --status')
+    return 0
+  devices = None
+  if mode == 'local':
+    gpus = local_pool.visible_gpus()
+    parallel = values['parallel']
+    devices = local_pool.slots(max(len(gpus), 1) if parallel is None else parallel, gpus)
+  with workdir_lock.held(plan.workdir):
+    plan_lib.write(plan)
+    if mode == 'none':
+      _stderr(f'sweep: planned {len(plan.cells)} cells in {plan_lib.plan_path(plan.workdir)}')
+      print(list_table(plan, {c.index: plan_lib.state(c) for c in plan.cells}), flush=True)
+      return 0
+    if mode == 'local':
+      pool = local_pool.Pool(plan, devices, lambda: bool(stop), _stderr)
+      pool.run(cells)
+      outcome = Outcome(cells, [(plan.cell(i).name, m) for i, m in pool.failed.items()],
+                        {c.name: plan_lib.finished(c) for c in cells}, stopped=pool.stopped)
+      return _report_outcome(outcome, plan.workdir)
+    _import_trainer(plan.base_config.get('fast_compile', False), values['verbose'])
+    return _report_outcome(run_cells(plan, cells, lambda: bool(stop)), plan.workdir)
+
+
+def main(argv, config_flag, flag_values) -> int:
+  console.quiet_libraries(verbose=flag_values['verbose'].value)
+  if len(argv) > 1:
+    console.fail(f'unexpected argument {argv[1]!r}: flags are spelt --name=value (config '
+                 'keys: --config.key=value)', ConfigError.exit_code)
+  values = {k: v.value for k, v in flag_values.items()}
+  if not values['workdir']:
+    console.fail('--workdir is required', ConfigError.exit_code)
+  stop = []
+  console.install_stop_handlers(stop, 'sweep: stopping: running cells save a checkpoint at '
+                                'their next step')
+  try:
+    workdir = check_folder(values['workdir'])
+    if values['cell'] is not None or ((values['list'] or values['status'])
+                                      and values['sweep'] is None and
+                                      config_flag.value is None):
+      return _existing_plan_command(values, workdir, stop)
+    raw = console.config_value(config_flag)
+    if raw is None:
+      raise ConfigError('--config (or --sweep) is required to plan a sweep')
+    methods, seeds, variants = grid_from_flags(values)
+    plan = plan_sweep(raw, workdir, methods, seeds, variants,
+                      extra={'command': ' '.join(sys.argv)})
+    cells = select(plan, methods, seeds, variants)
+    if values['list'] or values['status']:
+      found = {c.index: plan_lib.state(c) for c in plan.cells}
+      print(list_table(plan, found) if values['list'] else status_text(plan, found))
+      return 0
+    return _run_plan(plan, cells, values, stop)
+  except UserError as e:
+    console.fail(str(e), e.exit_code)
 
 
 if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
   _CONFIG, _FLAGS = _define_flags()
-  app.run(lambda argv: main(argv, _CONFIG, _FLAGS), argv=with_sweep_config(sys.argv),
-          flags_parser=console.parse_flags)
+  try:
+    app.run(lambda argv: sys.exit(main(argv, _CONFIG, _FLAGS)),
+            argv=with_sweep_config(sys.argv), flags_parser=console.parse_flags)
+  except SystemExit as e:
+    console.exit_after_failure(e.code)
+    raise

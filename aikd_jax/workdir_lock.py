@@ -12,7 +12,7 @@ hold across the hosts of a shared file system.
 
 On an object store (gs://...) there is no O_EXCL create, no pid to probe and epath
 offers no generation-match create, so no lock is taken: a warning says so, and
-protection against a second writer rests on running one job per workdir (README,
+protection against a second writer rests on running one job per workdir (docs/operations.md,
 "GPU and TPU").
 """
 import contextlib
@@ -78,6 +78,32 @@ def _create(path: str) -> bool:
   return True
 
 
+class LockedError(WorkdirError):
+  """The workdir is held by a live run."""
+
+
+def holder(workdir: str) -> dict | None:
+  """Who holds WORKDIR/.lock ({host, pid, started}, {} if unreadable), or None when no
+  live run holds it. Reads only."""
+  path = os.path.join(workdir, LOCK)
+  if not os.path.exists(path):
+    return None
+  found = _read(path)
+  return None if _is_stale(path, found) else found
+
+
+def _locked(workdir: str, current: dict) -> LockedError:
+  return LockedError(f'workdir {workdir} is in use by {_describe(current)}; wait for it, '
+                     'stop it, or use another --workdir')
+
+
+def check_free(workdir: str) -> None:
+  """Raises LockedError, naming the holder, when a live run holds WORKDIR's lock."""
+  current = holder(workdir)
+  if current is not None:
+    raise _locked(workdir, current)
+
+
 def acquire(workdir: str) -> str:
   """Takes WORKDIR/.lock (creating WORKDIR); raises WorkdirError if a live run holds it."""
   path = os.path.join(workdir, LOCK)
@@ -89,10 +115,9 @@ def acquire(workdir: str) -> str:
       inode = os.stat(path).st_ino
     except FileNotFoundError:
       continue  # released meanwhile
-    holder = _read(path)
-    if not _is_stale(path, holder):
-      raise WorkdirError(f'workdir {workdir} is in use by {_describe(holder)}; wait for it, '
-                         f'stop it, or use another --workdir')
+    current = _read(path)
+    if not _is_stale(path, current):
+      raise _locked(workdir, current)
     aside = f'{path}.stale.{os.getpid()}'
     with contextlib.suppress(FileNotFoundError):
       if os.stat(path).st_ino == inode:  # still the stale file, not a winner's fresh one

@@ -8,7 +8,7 @@
 # The workdir must be on storage every worker reaches (gs://...): checkpoints are
 # written collectively and resumed from there, so the same command after a preemption
 # continues the run. Data: set --config.data.tfds_dir=gs://BUCKET/tfds to a TFDS data dir
-# prepared beforehand (see README, "Datasets"). --dry-run prints the gcloud command and
+# prepared beforehand (see docs/models_and_data.md, "Datasets"). --dry-run prints the gcloud command and
 # runs nothing. Spot / queued resources: see launch/README.md.
 set -euo pipefail
 # Shell-quotes one word: bare when it is plain, else in single quotes.

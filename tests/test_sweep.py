@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from aikd_jax import plan as plan_lib
 from aikd_jax import report, run, sweep
 from aikd_jax.errors import ConfigError, DataError, WorkdirError
 from tests.runs import ROOT, read_json, smoke_config
@@ -27,45 +28,57 @@ def _quiet(lines):
   return lambda line: lines.append(line)
 
 
+def _plan(base, workdir, methods, seeds, variants=None):
+  return plan_lib.build(base, str(workdir), list(methods), list(seeds), variants)
+
+
+def _config(plan, cell):
+  return plan_lib.cell_config(plan, cell)
+
+
 # -- the grid (no training) -----------------------------------------------------------
 
 
 def test_cells_share_one_superior_per_seed(data_dirs, tmp_path):
-  cells = sweep.build_cells(smoke_config(data_dirs), str(tmp_path), list(PAPER_METHODS),
-                            [0, 1])
+  plan = _plan(smoke_config(data_dirs), tmp_path, PAPER_METHODS, [0, 1])
+  cells = plan.cells
   names = [c.name for c in cells]
   assert names[:8] == ['superior seed 0', 'baseline seed 0', 'tfkd seed 0', 'pskd seed 0',
                        'cskd seed 0', 'zipf_ls seed 0', 'tffd seed 0', 'aikd seed 0']
-  assert len(cells) == 2 * (1 + len(PAPER_METHODS))
+  assert [c.index for c in cells] == list(range(2 * (1 + len(PAPER_METHODS))))
   by_name = {c.name: c for c in cells}
   sup = by_name['superior seed 1']
-  assert sup.workdir == str(tmp_path / 'superior' / 'seed1')
-  assert (sup.config['method'], sup.config['seed']) == ('baseline', 1)  # phase 1: seed 2
+  assert sup.workdir == str(tmp_path / 'superior' / 'seed1') and sup.kind == 'superior'
+  assert (_config(plan, sup)['method'], _config(plan, sup)['seed']) == ('baseline', 1)
   for method in ('tfkd', 'aikd'):
     cell = by_name[f'{method} seed 1']
-    assert cell.superior is sup and cell.config['superior_workdir'] == sup.workdir
+    assert cell.depends_on == sup.index
+    assert _config(plan, cell)['superior_workdir'] == sup.workdir
+    assert cell.overrides == {'method': method, 'seed': 1, 'superior_workdir': sup.workdir}
     assert cell.workdir == str(tmp_path / method / 'seed1')
   for method in ('baseline', 'pskd', 'cskd', 'zipf_ls', 'tffd'):
     cell = by_name[f'{method} seed 1']
-    assert cell.superior is None and cell.config['superior_workdir'] is None
-    assert cell.config['train_superior'] == 'auto'
+    assert cell.depends_on is None and _config(plan, cell)['superior_workdir'] is None
+    assert _config(plan, cell)['train_superior'] == 'auto'
   # Without a method that needs one, no superior is trained.
-  assert all(not c.is_superior for c in sweep.build_cells(
-      smoke_config(data_dirs), str(tmp_path), ['baseline', 'pskd'], [0]))
+  assert all(not c.is_superior for c in _plan(
+      smoke_config(data_dirs), tmp_path, ['baseline', 'pskd'], [0]).cells)
 
 
 def test_variants_share_the_superior_unless_they_change_phase_one(data_dirs, tmp_path):
   _, grid = _preset('table8_augment.py')
   base = smoke_config(data_dirs)
-  cells = sweep.build_cells(base, str(tmp_path), ['aikd'], [0], grid['variants'])
+  plan = _plan(base, tmp_path, ['aikd'], [0], grid['variants'])
+  cells = plan.cells
   assert [c.workdir for c in cells if c.is_superior] == [str(tmp_path / 'superior' / 'seed0')]
   assert {c.workdir for c in cells if not c.is_superior} == {
       str(tmp_path / v / 'aikd' / 'seed0') for v in ('none', 'cutout', 'mixup', 'cutmix')}
   cutmix = next(c for c in cells if c.variant == 'cutmix')
-  assert cutmix.config['augment']['cutmix'] == 1.0
-  assert cutmix.superior.config['augment'] == sweep._NO_AUGMENT  # pylint: disable=protected-access
+  assert _config(plan, cutmix)['augment']['cutmix'] == 1.0
+  superior = plan.cell(cutmix.depends_on)
+  assert _config(plan, superior)['augment'] == plan_lib._NO_AUGMENT  # pylint: disable=protected-access
   base.superior_augment = 'same'
-  cells = sweep.build_cells(base, str(tmp_path), ['aikd'], [0], grid['variants'])
+  cells = _plan(base, tmp_path, ['aikd'], [0], grid['variants']).cells
   assert [c.workdir for c in cells if c.is_superior] == [
       str(tmp_path / 'superior' / 'seed0')] + [
           str(tmp_path / v / 'superior' / 'seed0') for v in ('cutout', 'mixup', 'cutmix')]
@@ -90,8 +103,8 @@ def test_presets_build_valid_grids(name, variants, first, tmp_path):
   assert len(grid.get('variants', {})) == variants
   if first is not None:
     assert next(iter(grid['variants'].values())) == first
-  cells = sweep.build_cells(module.get_config(), str(tmp_path), list(grid['methods']),
-                            list(grid['seeds']), grid.get('variants'))
+  cells = _plan(module.get_config(), tmp_path, grid['methods'], grid['seeds'],
+                grid.get('variants')).cells
   assert sum(c.is_superior for c in cells) == 3  # one superior per seed, shared
   assert not os.listdir(tmp_path)
 
@@ -160,8 +173,12 @@ def test_a_failing_cell_is_reported_and_the_others_finish(data_dirs, tmp_path, f
                                               'cskd seed 1']
   assert 'pskd cannot read its data' in out.failed[0][1]
   assert 'internal error (RuntimeError: boom); traceback in' in out.failed[1][1]
-  # The fake fails before the cell's folder exists: the traceback goes to DIR/error.log.
-  assert 'RuntimeError: boom' in (tmp_path / 'error.log').read_text()
+  # The traceback goes to the cell's error.log, which its cell.json names.
+  assert 'RuntimeError: boom' in (tmp_path / 'cskd' / 'seed0' / 'error.log').read_text()
+  record = read_json(tmp_path / 'cskd' / 'seed0' / 'cell.json')
+  assert (record['state'], record['exit_code']) == ('failed', 1)
+  assert record['error_log'] == str(tmp_path / 'cskd' / 'seed0' / 'error.log')
+  assert read_json(tmp_path / 'pskd' / 'seed0' / 'cell.json')['exit_code'] == 3
   assert len(calls) == 2 * (1 + len(PAPER_METHODS))
   assert 'sweep: cell pskd seed 0 failed: pskd cannot read its data' in lines
   assert any(l.startswith('sweep: cell 16/16 aikd seed 1 (11 done, 4 failed, ETA') for l in lines)
@@ -221,7 +238,7 @@ def test_a_damaged_results_json_reruns_its_cell(data_dirs, tmp_path, fake_traine
                         log=_quiet([]))
   assert calls == [str(tmp_path / 'pskd' / 'seed0')] and out.exit_code == 0
   assert out.results['pskd seed 0'] == read_json(damaged)
-  assert (damaged.parent / 'results.json.damaged').read_text() == '{"top1_err": 1'
+  # (run.run itself moves the damaged file aside: tests/test_train.py.)
 
 
 def test_a_gcs_sweep_folder_is_refused_in_one_line(data_dirs, tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ r"""The paper's Table 5, the loss ablation: CIFAR-100, PreAct ResNet-18, three s
   python -m aikd_jax.sweep --sweep=configs/sweeps/table5_losses.py --workdir=DIR
   python -m aikd_jax.report DIR
 
-Rows: AI-KD, No Adv, Only Progressive, Only Guide, Baseline (README, Methods). The students
+Rows: AI-KD, No Adv, Only Progressive, Only Guide, Baseline (docs/usage.md, Methods). The students
 of aikd, no_adv and only_guide share one superior per seed (DIR/superior/seed<k>).
 """
 from configs import common

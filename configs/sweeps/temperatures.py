@@ -4,7 +4,7 @@ r"""The temperature search of AI-KD: τ_P × τ_G ∈ {1, 2, 4}², CIFAR-100, Pr
   python -m aikd_jax.report DIR
 
 The paper searches the temperatures of the progressive and guide KL (section 5.4) but
-prints no values; ours default to 1 (README, Design decisions). Nine variants share the
+prints no values; ours default to 1 (docs/development.md, Design decisions). Nine variants share the
 superior of their seed.
 """
 from configs import common
