@@ -1,4 +1,4 @@
-"""The paper's numbers (Kim, Suh et al., KBS 2024, Tables 2-8), each under the setting it belongs to.
+"""The paper's numbers (Kim, Suh et al., KBS 2024, Tables 2-8), each under its setting.
 
 A paper table is a `Table`: its name, the metrics it prints, how it marks ranks, and per
 (dataset, arch) its rows in the paper's order. A `Row` is a method plus the config
@@ -305,7 +305,7 @@ def table(name: str) -> Table:
   return next(t for t in TABLES if t.name == name)
 
 
-def lookup(dataset: str, arch: str, method: str, table_name: str = None) -> Row | None:
+def lookup(dataset: str, arch: str, method: str, table_name: str | None = None) -> Row | None:
   """The paper's row of `method` in its recipe setting (Tables 2-5; or in `table_name`)."""
   for t in TABLES:
     if table_name in (None, t.name):
