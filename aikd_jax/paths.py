@@ -63,11 +63,15 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     path.write_bytes(data)  # one object upload: atomic on GCS
     return
   tmp = path.parent / f'.{path.name}.tmp.{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:  # a full disk, an interrupt: no partial file is left behind
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:
