@@ -1,8 +1,8 @@
 """Checks of a typed config against the outside world, before anything is written.
 
 `config.parse` checks values; this module checks what they name: the devices, the
-superior and init weights, and the workdir (writable, and if it holds a run, the same
-config). A run that fails here leaves the workdir exactly as it found it.
+model on the dataset's images (traced, not run), the superior and init weights, and the
+workdir (writable, and if it holds a run, the same config). A run that fails here leaves the workdir exactly as it found it.
 """
 import json
 import os
@@ -10,6 +10,7 @@ import os
 from etils import epath
 from flax import traverse_util
 import jax
+import jax.numpy as jnp
 
 from aikd_jax import paths
 from aikd_jax.errors import ConfigError, WorkdirError
@@ -48,6 +49,36 @@ def check_augment(config, image_size: int) -> None:
   if config.augment.cutout > image_size:
     raise ConfigError(f'augment.cutout {config.augment.cutout} is larger than the '
                       f'{image_size}-px images: fix --config.augment.cutout')
+
+
+def _empty_results(jaxpr):
+  """The operations of `jaxpr` (and of the jaxprs inside it) whose output has no elements."""
+  for eqn in jaxpr.eqns:
+    if any(0 in getattr(v.aval, 'shape', ()) for v in eqn.outvars):
+      yield eqn
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        sub = getattr(sub, 'jaxpr', sub)  # ClosedJaxpr -> Jaxpr
+        if hasattr(sub, 'eqns'):
+          yield from _empty_results(sub)
+
+
+def check_model(config, model, image_shape: tuple[int, int, int], method) -> None:
+  """The model can take the dataset's images, and its stages can feed the method.
+
+  The model is traced on one image (shapes only, nothing runs): a feature map shrunk to
+  0 px (a deep net on small images) would make the global pool a mean of nothing (NaN).
+  """
+  image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  forward = lambda x: model.init_with_output(jax.random.key(0), x, train=False, features=True)
+  jaxpr, ((_, features), _) = jax.make_jaxpr(forward, return_shape=True)(image)
+  stages = [tuple(s.shape[1:]) for s in features['stages']]
+  name = f'model.arch {config.model.arch} (model.width {config.model.width})'
+  if next(_empty_results(jaxpr.jaxpr), None) is not None:
+    raise ConfigError(f'{name} cannot take the {image_shape[0]}x{image_shape[1]} images of '
+                      f'{config.data.name}: its feature maps shrink to nothing (stage outputs '
+                      f'{stages}, height x width x channels); choose another --config.model.arch')
+  method.check_stages(stages, name)
 
 
 def read_json(path: str, what: str) -> dict:

@@ -80,6 +80,8 @@ def _preflight(config, workdir: str, method) -> None:
   spec = datasets.get(config.data.name)
   preflight.check_devices(config, jax.local_device_count())
   preflight.check_augment(config, spec.image_shape[0])
+  model = models.create(config.model.arch, spec.num_classes, **loop.model_options(config))
+  preflight.check_model(config, model, spec.image_shape, method)
   preflight.check_workdir(config, workdir)
   expected = _expected_model(config, spec.num_classes)
   if config.model.init:
