@@ -5,6 +5,8 @@ status (README, "Errors"). Anything else is an internal error: its traceback goe
 `WORKDIR/error.log` and stderr gets one line naming that file (exit 1).
 """
 
+import errno
+
 INTERNAL_ERROR = 1  # a bug: traceback in WORKDIR/error.log
 
 
@@ -42,3 +44,16 @@ class DistributedError(UserError):
   """A multi-process run whose processes cannot start together or lost a peer."""
   exit_code = 7
 
+
+
+def is_out_of_space(error: BaseException | None) -> bool:
+  """True if `error`, or an error it was raised from, is 'No space left on device'.
+
+  Matched by text too: TensorStore (under Orbax) and TensorFlow raise ValueError or their
+  own types with the OS message instead of an OSError.
+  """
+  while error is not None:
+    if getattr(error, 'errno', None) == errno.ENOSPC or 'No space left' in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False

@@ -82,12 +82,16 @@ def check_model(config, model, image_shape: tuple[int, int, int], method) -> Non
 
 
 def read_json(path: str, what: str) -> dict:
-  """A JSON file of a workdir; a damaged one is a one-line WorkdirError."""
+  """A JSON object of a workdir; a damaged one (or other JSON) is a one-line WorkdirError."""
   try:
-    return json.loads(epath.Path(path).read_text())
+    value = json.loads(epath.Path(path).read_text())
   except ValueError as e:
     raise WorkdirError(f'{path} is damaged ({what} is not valid JSON: {e}); restore it, or '
                        'delete it and use a new --workdir') from e
+  if not isinstance(value, dict):
+    raise WorkdirError(f'{path} is damaged ({what} is JSON but a {type(value).__name__}, '
+                       'not an object); restore it, or delete it and use a new --workdir')
+  return value
 
 
 def check_workdir(config, workdir: str) -> None:
@@ -101,6 +105,11 @@ def check_workdir(config, workdir: str) -> None:
   if bucket:
     raise WorkdirError(f'--workdir {workdir}: the bucket {bucket} does not exist or these '
                        'credentials cannot see it; create it or fix the name')
+  try:
+    os.fspath(workdir).encode()
+  except UnicodeEncodeError as e:  # TensorFlow (TensorBoard, TFDS) takes only text paths
+    shown = os.fsencode(workdir).decode(errors='backslashreplace')
+    raise WorkdirError(f'--workdir {shown} is not valid UTF-8 text; rename it') from e
   root = epath.Path(workdir)
   if root.exists() and not root.is_dir():
     raise WorkdirError(f'--workdir {workdir} is a file, not a folder')
