@@ -101,24 +101,16 @@ def check_workdir(config, workdir: str) -> None:
   would change the workdir, so writability is not checked here: the first write (the
   run's config.json, after every check has passed) fails with the store's own error.
   """
-  bucket = paths.missing_bucket(workdir)
-  if bucket:
-    raise WorkdirError(f'--workdir {workdir}: the bucket {bucket} does not exist or these '
-                       'credentials cannot see it; create it or fix the name')
   try:
     os.fspath(workdir).encode()
   except UnicodeEncodeError as e:  # TensorFlow (TensorBoard, TFDS) takes only text paths
     shown = os.fsencode(workdir).decode(errors='backslashreplace')
     raise WorkdirError(f'--workdir {shown} is not valid UTF-8 text; rename it') from e
+  problem = paths.folder_problem(workdir)
+  if problem:
+    raise WorkdirError(f'--workdir {workdir} cannot be written: {problem}; fix it or choose '
+                       'another --workdir')
   root = epath.Path(workdir)
-  if root.exists() and not root.is_dir():
-    raise WorkdirError(f'--workdir {workdir} is a file, not a folder')
-  if not paths.is_remote(workdir):
-    parent = os.fspath(workdir)
-    while not os.path.exists(parent):
-      parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK | os.X_OK):
-      raise WorkdirError(f'--workdir {workdir} cannot be written ({parent} is not writable)')
   path = root / CONFIG_JSON
   if path.exists():
     differ = differing_keys(read_json(path, 'the run\'s config'), config.to_dict(),
