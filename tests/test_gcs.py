@@ -132,6 +132,8 @@ def test_import_torch_output_checks_on_gcs(gcs, tmp_path, monkeypatch):
   with pytest.raises(WorkdirError, match='already holds files'):
     import_torch.check_output('gs://bkt/imported/full', overwrite=False)
   import_torch.check_output('gs://bkt/imported/new', overwrite=False)
+  with pytest.raises(WorkdirError, match='the bucket gs://nobucket does not exist'):
+    import_torch.check_output('gs://nobucket/imported', overwrite=True)  # at once, no retries
   assert not os.listdir(tmp_path)  # no local 'gs:' folder
 
 
