@@ -444,9 +444,7 @@ def _run_plan(plan, cells, values: dict, stop) -> int:
 
 def main(argv, config_flag, flag_values) -> int:
   console.quiet_libraries(verbose=flag_values['verbose'].value)
-  if len(argv) > 1:
-    console.fail(f'unexpected argument {argv[1]!r}: flags are spelt --name=value (config '
-                 'keys: --config.key=value)', ConfigError.exit_code)
+  console.reject_positional(argv)
   values = {k: v.value for k, v in flag_values.items()}
   if not values['workdir']:
     console.fail('--workdir is required', ConfigError.exit_code)
