@@ -6,6 +6,7 @@ Two formats:
 - Exported models (`PHASE/model/`, or the output of `tools.import_torch`): `model.json`
   (arch, num_classes, options) plus `variables/` ({'params', 'batch_stats'}).
 """
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +36,25 @@ def _abstract(tree):
   return jax.tree.map(leaf, tree)
 
 
+def state_digest(tree: Any) -> str:
+  """SHA-256 of every leaf's path, dtype, shape and bytes (this process's first shard).
+
+  Orbax stores arrays compressed, without a checksum: a flipped byte restores as
+  silently different numbers. The train state is replicated (sharding.py), so the
+  first addressable shard is the whole array on every process.
+  """
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if isinstance(leaf, jax.Array):
+      if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+      leaf = leaf.addressable_data(0)
+    value = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f'{jax.tree_util.keystr(path)} {value.dtype} {value.shape}'.encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
+
+
 class TrainCheckpointer:
   """Saves every epoch (asynchronously) and restores the newest readable step."""
 
@@ -44,14 +64,19 @@ class TrainCheckpointer:
     self._manager = ocp.CheckpointManager(paths.resolve(directory), options=options)
 
   def save(self, step: int, state: Any, meta: dict) -> None:
-    """Saves `state` and `meta` under `step`; every process must call this."""
+    """Saves `state` and `meta` under `step`; every process must call this.
+
+    `meta` also gets the state's checksum (`state_digest`), verified on restore.
+    """
+    meta = dict(meta, state_digest=state_digest(state))
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
   def restore_latest(self, template: Any):
     """Returns (state, meta) from the newest step that reads back, or None.
 
-    A damaged step (missing or truncated files) is moved aside into `damaged/` with a
+    A damaged step (missing, truncated, or changed files: its checksum differs) is moved
+    aside into `damaged/` with a
     warning (never deleted), so that training can save that step again; Orbax's
     `latest_step()` only looks at directory names, so each step is tried in turn.
     """
@@ -60,7 +85,11 @@ class TrainCheckpointer:
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return restored['state'], restored['meta']
+        meta = dict(restored['meta'])
+        saved = meta.pop('state_digest', None)  # None: saved before checksums
+        if saved is not None and saved != state_digest(restored['state']):
+          raise ValueError('checksum mismatch: the files changed after they were saved')
+        return restored['state'], meta
       except Exception as e:  # pylint: disable=broad-except
         moved = self._move_aside(step)
         logging.warning('Checkpoint step %d in %s does not read back (%s: %s); moved it to '

@@ -7,6 +7,7 @@ that need the outside world (the dataset, devices, paths, the workdir) are in
 by adding one line; each method declares its own group (`methods/*.py`).
 """
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Callable, Mapping
@@ -25,6 +26,9 @@ POSITIVE = Check(lambda v: v > 0, 'must be > 0')
 NON_NEGATIVE = Check(lambda v: v >= 0, 'must be >= 0')
 UNIT = Check(lambda v: 0 <= v <= 1, 'must be in [0, 1]')
 BELOW_ONE = Check(lambda v: 0 <= v < 1, 'must be in [0, 1)')
+# Temperature scaling is cross-fitted on two halves of the test set (evaluation.py).
+TWO_HALVES = Check(lambda v: v >= 2, 'must be >= 2 (temperature scaling fits on one half of '
+                   'the test set and scores the other)')
 SEED = Check(lambda v: 0 <= v < 2**31, 'must be in [0, 2^31)')
 INCREASING = Check(lambda v: all(a < b for a, b in zip((0,) + tuple(v), v)),
                    'must be positive and increasing')
@@ -45,7 +49,7 @@ class DataConfig:
   tfds_dir: str | None
   manual_dir: str | None
   train_subset: int | None = field(POSITIVE)
-  eval_subset: int | None = field(POSITIVE)
+  eval_subset: int | None = field(TWO_HALVES)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -143,6 +147,8 @@ def _coerce(key: str, value, hint):
     return tuple(_coerce(f'{key}[{i}]', v, args[0]) for i, v in enumerate(value))
   if hint is float and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
+  if hint is float and isinstance(value, float) and not math.isfinite(value):
+    raise ConfigError(f'{key} must be a finite number, got {value!r}: fix --config.{key}')
   if hint is int and isinstance(value, float) and value.is_integer():
     return int(value)
   if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):

@@ -6,6 +6,7 @@ With a workdir on an object store (gs://), which cannot append to a file, the lo
 error.log are written locally instead, under `LOCAL_LOG_ROOT` (a line says where).
 """
 import contextlib
+import datetime
 import logging as py_logging
 import os
 import signal
@@ -30,6 +31,11 @@ def one_line(text: str) -> str:
   return ' '.join(str(text).replace('\\n', ' ').split())
 
 
+def duration(seconds: float) -> str:
+  """'1:02:03' (h:mm:ss), for progress lines and ETAs."""
+  return str(datetime.timedelta(seconds=round(seconds)))
+
+
 def user_stderr():
   """The user's stderr, also from a thread other than the main one (see quiet_libraries)."""
   return getattr(sys.stderr, 'user_stream', sys.stderr)
@@ -49,7 +55,8 @@ def exit_after_failure(code) -> None:
   interpreter shuts down after an error; our `error:` line must stay the last line.
   """
   jax = sys.modules.get('jax')
-  if jax is not None and jax.process_count() > 1:
+  # (is_initialized, not process_count: that would start JAX's backends just to exit)
+  if jax is not None and jax.distributed.is_initialized():
     return  # process 0 hosts JAX's coordination service: its peers need a clean shutdown
   if isinstance(code, int) and code != 0:
     sys.stdout.flush()
@@ -89,8 +96,36 @@ def fail_internal(workdir: str):
        'Please report it with that file', INTERNAL_ERROR)
 
 
+def reject_positional(argv) -> None:
+  """Fails (exit 2) on words after the program name that are not flags.
+
+  absl hands them to main, which would otherwise ignore them: `config.method=pskd`
+  without its `--`, or the second word of an unquoted path with a space.
+  """
+  extra = list(argv[1:])
+  if extra:
+    fail(f'unexpected argument {extra[0]!r}: every option is a flag (--config.KEY=VALUE, '
+         '--workdir=DIR); quote a path that has spaces', ConfigError.exit_code)
+
+
+def _where_raised(error: BaseException) -> str:
+  """'FILE line N: ' of the innermost frame outside the installed libraries, else ''."""
+  ours = os.path.dirname(os.path.abspath(__file__))
+  frames = [f for f in traceback.extract_tb(error.__traceback__)
+            if 'site-packages' not in f.filename and not f.filename.startswith(('<', ours))]
+  return f'{frames[-1].filename} line {frames[-1].lineno}: ' if frames else ''
+
+
+def _bad_config(error: BaseException):
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  text = lines[-1] if lines else ''
+  fail(f'--config failed to load: {_where_raised(error)}{type(error).__name__}'
+       f'{": " + text if text else ""}', ConfigError.exit_code)
+
+
 def parse_flags(argv):
-  """absl flag parsing; a bad flag or config file (missing, syntax error) is one line."""
+  """absl flag parsing; a bad flag or config file (missing, syntax error, a get_config
+  that raises anything) is one line."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -98,8 +133,8 @@ def parse_flags(argv):
     fail(f'bad flag: {lines[-1] if lines else repr(e)}', ConfigError.exit_code)
   except SyntaxError as e:
     fail(f'--config {e.filename} line {e.lineno}: {e.msg}', ConfigError.exit_code)
-  except (AttributeError, KeyError, ValueError, TypeError, OSError, ImportError) as e:
-    fail(f'bad --config: {one_line(e)}'.replace("'", ''), ConfigError.exit_code)
+  except Exception as e:  # pylint: disable=broad-except  (the user's get_config runs here)
+    _bad_config(e)
 
 
 def like_python_m(module_name: str) -> None:
@@ -119,12 +154,14 @@ def config_value(holder):
   """The loaded `--config`; config_flags reports a file that failed to load only now."""
   try:
     value = holder.value
-    if value is not None:
+    if hasattr(value, 'get'):
       value.get('seed')  # touches the lazily failing object
-    return value
-  except (OSError, SyntaxError, ImportError, AttributeError, ValueError, TypeError) as e:
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    fail(f'--config failed to load: {lines[-1] if lines else repr(e)}', ConfigError.exit_code)
+  except Exception as e:  # pylint: disable=broad-except
+    _bad_config(e)
+  if value is not None and not hasattr(value, 'get'):
+    fail(f'--config: get_config must return a ConfigDict, got {type(value).__name__}',
+         ConfigError.exit_code)
+  return value
 
 
 def quiet_libraries(verbose: bool) -> None:

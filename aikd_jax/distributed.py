@@ -22,6 +22,8 @@ process the same way. launch/README.md ("When a host dies") says so.
 import atexit
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -29,7 +31,7 @@ import threading
 import time
 
 from aikd_jax import console
-from aikd_jax.errors import DistributedError
+from aikd_jax.errors import ConfigError, DistributedError
 
 HEARTBEAT_S = 1.0  # how often each process bumps its counter
 # A peer silent this long is taken as lost (AIKD_JAX_PEER_TIMEOUT_S overrides it: tests).
@@ -37,6 +39,10 @@ PEER_TIMEOUT_S = float(os.environ.get('AIKD_JAX_PEER_TIMEOUT_S', '30'))
 _JAX_GRACE_S = 60  # JAX's own deadlines are ours plus this
 _KEY = 'aikd_jax/alive/'
 _DONE = 'aikd_jax/done/'
+_CONFIG_KEY = 'aikd_jax/config'
+_DIGEST_KEY = 'aikd_jax/config_digest'
+_DIFFER_KEY = 'aikd_jax/config_differs/'
+_WAIT_FOR_PEERS_MS = 3600 * 1000  # peers may still be preparing; the peer watchdog bounds it
 _CAUSES = ('a process not started or crashed at start-up, a --num_processes that differs '
            'between processes, a duplicate --process_id, or the coordinator port blocked '
            'by a firewall')
@@ -149,6 +155,52 @@ def peer_loss_ends_run():
     if _watchdog is not None and isinstance(e, jax.errors.JaxRuntimeError):
       _watchdog.wait_for_verdict()
     raise
+
+
+def check_same_config(config: dict, ignore=frozenset(), client=None,
+                      process_index: int | None = None,
+                      process_count: int | None = None) -> None:
+  """Raises ConfigError on every process unless all resolved the same `config`.
+
+  Process 0 publishes its config (flattened keys, minus `ignore`) and its digest in JAX's
+  key-value store; every process compares its own digest, publishes the keys that differ
+  (none: ''), and reads every verdict, so all stop together with the same line instead
+  of training different runs under process 0's name, or hanging at a collective.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from aikd_jax import preflight  # pylint: disable=g-import-not-at-top
+  count = jax.process_count() if process_count is None else process_count
+  if count <= 1:
+    return
+  me = jax.process_index() if process_index is None else process_index
+  client = client or kv_client()
+  mine = {k: v for k, v in preflight.flatten(config).items() if k not in ignore}
+  text = json.dumps(mine, sort_keys=True)
+  if me == 0:
+    client.key_value_set(_CONFIG_KEY, text, allow_overwrite=True)
+    client.key_value_set(_DIGEST_KEY, _digest(text), allow_overwrite=True)
+    differ = []
+  elif client.blocking_key_value_get(_DIGEST_KEY, _WAIT_FOR_PEERS_MS) == _digest(text):
+    differ = []
+  else:
+    theirs = json.loads(client.blocking_key_value_get(_CONFIG_KEY, _WAIT_FOR_PEERS_MS))
+    differ = [f'{k} {theirs.get(k)!r} vs {mine.get(k)!r}'
+              for k in preflight.differing_keys(theirs, mine)]
+  client.key_value_set(f'{_DIFFER_KEY}{me}', '; '.join(differ), allow_overwrite=True)
+  verdicts = {p: client.blocking_key_value_get(f'{_DIFFER_KEY}{p}', _WAIT_FOR_PEERS_MS)
+              for p in range(count)}
+  bad = {p: v for p, v in verdicts.items() if v}
+  if bad:
+    first = min(bad)
+    raise ConfigError(
+        f'the {count} processes of this run were given different configs: process(es) '
+        f'{", ".join(map(str, sorted(bad)))} differ from process 0; process {first} in '
+        f'{bad[first]} (process 0\'s value vs its own). Start every process with the same '
+        '--config file and flags')
+
+
+def _digest(text: str) -> str:
+  return hashlib.sha256(text.encode()).hexdigest()
 
 
 def kv_client():

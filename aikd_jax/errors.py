@@ -5,6 +5,8 @@ status (docs/errors.md). Anything else is an internal error: its traceback goes 
 `WORKDIR/error.log` and stderr gets one line naming that file (exit 1).
 """
 
+import errno
+
 INTERNAL_ERROR = 1  # a bug: traceback in WORKDIR/error.log
 # A sweep cell (`sweep --cell`) stopped by a signal before it finished: it saved a
 # checkpoint; running it again resumes. Not 0, so a scheduler does not count it as done.
@@ -50,3 +52,16 @@ class DistributedError(UserError):
 class SuperiorNotReadyError(UserError):
   """A sweep's student cell whose superior cell has not finished (it trains none itself)."""
   exit_code = 8
+
+
+def is_out_of_space(error: BaseException | None) -> bool:
+  """True if `error`, or an error it was raised from, is 'No space left on device'.
+
+  Matched by text too: TensorStore (under Orbax) and TensorFlow raise ValueError or their
+  own types with the OS message instead of an OSError.
+  """
+  while error is not None:
+    if getattr(error, 'errno', None) == errno.ENOSPC or 'No space left' in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False

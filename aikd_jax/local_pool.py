@@ -8,7 +8,6 @@ checkpoint and stops; the same command resumes. Each cell's output goes to
 DIR/logs/cell<K>.log. This is a process pool, not a scheduler: for a cluster use SLURM.
 """
 import dataclasses
-import datetime
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from aikd_jax import plan as plan_lib
+from aikd_jax import console, plan as plan_lib
 from aikd_jax.errors import ConfigError
 
 POLL_S = 0.5
@@ -51,10 +50,6 @@ class _Running:
   started: float
 
 
-def _eta(seconds: float) -> str:
-  return str(datetime.timedelta(seconds=round(seconds)))
-
-
 class Pool:
   """Runs the unfinished cells of `plan` on `devices` (from `slots`); see the module doc."""
 
@@ -64,7 +59,7 @@ class Pool:
     self.python = python
     self.failed, self.done, self.durations = {}, set(), []
     self.running: list[_Running] = []
-    self.stopped = False
+    self.stopped, self.total = False, 0
 
   def run(self, cells: list) -> None:
     pending = [c for c in cells if plan_lib.finished(c) is None]
@@ -126,7 +121,7 @@ class Pool:
     eta = '?'
     if self.durations:
       mean = sum(self.durations) / len(self.durations)
-      eta = _eta(mean * (left + len(self.running)) / len(self.devices))
+      eta = console.duration(mean * (left + len(self.running)) / len(self.devices))
     return (f'{len(self.durations)} done, {len(self.failed)} failed, {len(self.running)} '
             f'running, {max(left, 0)} waiting, ETA {eta}')
 
@@ -140,7 +135,7 @@ class Pool:
       if code == 0:
         self.done.add(r.cell.index)
         self.durations.append(took)
-        self.log(f'sweep: done cell {r.cell.index} {r.cell.name} in {_eta(took)} '
+        self.log(f'sweep: done cell {r.cell.index} {r.cell.name} in {console.duration(took)} '
                  f'({self._progress()})')
       elif self.stopped:
         self.log(f'sweep: stopped cell {r.cell.index} {r.cell.name} (exit {code})')

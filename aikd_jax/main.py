@@ -12,7 +12,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from aikd_jax import console, distributed, paths, shared_workdir
-from aikd_jax.errors import ConfigError, DistributedError, UserError
+from aikd_jax.errors import ConfigError, DistributedError, OutOfSpaceError, UserError
+from aikd_jax.errors import is_out_of_space
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (ml_collections).',
                                           lock_config=True)
@@ -44,25 +45,27 @@ def _wants_distributed() -> bool:
 
 
 def main(argv):
-  del argv
+  console.reject_positional(argv)
   console.quiet_libraries(verbose=_VERBOSE.value)
   raw_config = console.config_value(_CONFIG)
   if raw_config is None or not _WORKDIR.value:
     console.fail('both --config and --workdir are required', ConfigError.exit_code)
   workdir = paths.absolute(_WORKDIR.value)  # gs://... stays as it is
   import jax  # pylint: disable=g-import-not-at-top
+  if raw_config.fast_compile:
+    jax.config.update('jax_disable_most_optimizations', True)
+  # Before joining: once joined, JAX's C++ client may abort the process (a peer gone, a
+  # duplicate --process_id) and its reason must not go to the hidden stderr.
+  with console.native_stderr_hidden(_VERBOSE.value):
+    console.hide_gpus_from_tf()
+    from aikd_jax import run  # pylint: disable=g-import-not-at-top
+    from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
   if _wants_distributed():
     try:
       distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                              _DISTRIBUTED_TIMEOUT.value)
     except DistributedError as e:
       console.fail(str(e), e.exit_code)
-  if raw_config.fast_compile:
-    jax.config.update('jax_disable_most_optimizations', True)
-  with console.native_stderr_hidden(_VERBOSE.value):
-    console.hide_gpus_from_tf()
-    from aikd_jax import run  # pylint: disable=g-import-not-at-top
-    from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
 
   stop = []
   if jax.process_count() == 1:  # with several processes, JAX's preemption service does it
@@ -77,7 +80,10 @@ def main(argv):
     logging.info('%s', e)
     print(f'stopped: {e}; run the same command again to resume', file=sys.stderr)
     return
-  except Exception:  # pylint: disable=broad-except
+  except Exception as e:  # pylint: disable=broad-except
+    if is_out_of_space(e):  # e.g. config.json or the log, before a phase's own check
+      console.fail(f'no space left on the device holding {workdir}; free space and run the '
+                   'same command again', OutOfSpaceError.exit_code)
     console.fail_internal(workdir)
   if jax.process_index() == 0:
     print(run.summary(results, raw_config, workdir), flush=True)

@@ -55,6 +55,31 @@ def missing_bucket(path: PathLike) -> str | None:
   return None if epath.Path(bucket).exists() else bucket
 
 
+def folder_problem(path: PathLike) -> str | None:
+  """Why the folder `path` (existing or to be created) cannot be written, else None.
+
+  Asked before writing: a missing bucket (gs://), a file in its place, or, for a local
+  path, the nearest existing folder above it not writable (permissions, a read-only
+  mount). Objects in a bucket have no permission bits: their first write says.
+  """
+  bucket = missing_bucket(path)
+  if bucket:
+    return f'the bucket {bucket} does not exist or these credentials cannot see it'
+  folder = epath.Path(os.fspath(path))
+  if folder.exists() and not folder.is_dir():
+    return 'it is a file, not a folder'
+  if is_remote(path):
+    return None
+  parent = os.fspath(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    return f'{parent} is a file, not a folder'
+  if not os.access(parent, os.W_OK | os.X_OK):
+    return f'{parent} is not writable'
+  return None
+
+
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
   """Writes `data` to `path` all-or-nothing (see the module docstring for how)."""
   path = epath.Path(os.fspath(path))
@@ -63,11 +88,15 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     path.write_bytes(data)  # one object upload: atomic on GCS
     return
   tmp = path.parent / f'.{path.name}.tmp.{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:  # a full disk, an interrupt: no partial file is left behind
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:

@@ -1,8 +1,8 @@
 """Checks of a typed config against the outside world, before anything is written.
 
 `config.parse` checks values; this module checks what they name: the devices, the
-superior and init weights, and the workdir (writable, and if it holds a run, the same
-config). A run that fails here leaves the workdir exactly as it found it.
+model on the dataset's images (traced, not run), the superior and init weights, and the
+workdir (writable, and if it holds a run, the same config). A run that fails here leaves the workdir exactly as it found it.
 """
 import json
 import os
@@ -10,6 +10,7 @@ import os
 from etils import epath
 from flax import traverse_util
 import jax
+import jax.numpy as jnp
 
 from aikd_jax import paths
 from aikd_jax.errors import ConfigError, WorkdirError
@@ -50,13 +51,47 @@ def check_augment(config, image_size: int) -> None:
                       f'{image_size}-px images: fix --config.augment.cutout')
 
 
+def _empty_results(jaxpr):
+  """The operations of `jaxpr` (and of the jaxprs inside it) whose output has no elements."""
+  for eqn in jaxpr.eqns:
+    if any(0 in getattr(v.aval, 'shape', ()) for v in eqn.outvars):
+      yield eqn
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        sub = getattr(sub, 'jaxpr', sub)  # ClosedJaxpr -> Jaxpr
+        if hasattr(sub, 'eqns'):
+          yield from _empty_results(sub)
+
+
+def check_model(config, model, image_shape: tuple[int, int, int], method) -> None:
+  """The model can take the dataset's images, and its stages can feed the method.
+
+  The model is traced on one image (shapes only, nothing runs): a feature map shrunk to
+  0 px (a deep net on small images) would make the global pool a mean of nothing (NaN).
+  """
+  image = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  forward = lambda x: model.init_with_output(jax.random.key(0), x, train=False, features=True)
+  jaxpr, ((_, features), _) = jax.make_jaxpr(forward, return_shape=True)(image)
+  stages = [tuple(s.shape[1:]) for s in features['stages']]
+  name = f'model.arch {config.model.arch} (model.width {config.model.width})'
+  if next(_empty_results(jaxpr.jaxpr), None) is not None:
+    raise ConfigError(f'{name} cannot take the {image_shape[0]}x{image_shape[1]} images of '
+                      f'{config.data.name}: its feature maps shrink to nothing (stage outputs '
+                      f'{stages}, height x width x channels); choose another --config.model.arch')
+  method.check_stages(stages, name)
+
+
 def read_json(path: str, what: str) -> dict:
-  """A JSON file of a workdir; a damaged one is a one-line WorkdirError."""
+  """A JSON object of a workdir; a damaged one (or other JSON) is a one-line WorkdirError."""
   try:
-    return json.loads(epath.Path(path).read_text())
+    value = json.loads(epath.Path(path).read_text())
   except ValueError as e:
     raise WorkdirError(f'{path} is damaged ({what} is not valid JSON: {e}); restore it, or '
                        'delete it and use a new --workdir') from e
+  if not isinstance(value, dict):
+    raise WorkdirError(f'{path} is damaged ({what} is JSON but a {type(value).__name__}, '
+                       'not an object); restore it, or delete it and use a new --workdir')
+  return value
 
 
 def check_workdir(config, workdir: str) -> None:
@@ -66,19 +101,16 @@ def check_workdir(config, workdir: str) -> None:
   would change the workdir, so writability is not checked here: the first write (the
   run's config.json, after every check has passed) fails with the store's own error.
   """
-  bucket = paths.missing_bucket(workdir)
-  if bucket:
-    raise WorkdirError(f'--workdir {workdir}: the bucket {bucket} does not exist or these '
-                       'credentials cannot see it; create it or fix the name')
+  try:
+    os.fspath(workdir).encode()
+  except UnicodeEncodeError as e:  # TensorFlow (TensorBoard, TFDS) takes only text paths
+    shown = os.fsencode(workdir).decode(errors='backslashreplace')
+    raise WorkdirError(f'--workdir {shown} is not valid UTF-8 text; rename it') from e
+  problem = paths.folder_problem(workdir)
+  if problem:
+    raise WorkdirError(f'--workdir {workdir} cannot be written: {problem}; fix it or choose '
+                       'another --workdir')
   root = epath.Path(workdir)
-  if root.exists() and not root.is_dir():
-    raise WorkdirError(f'--workdir {workdir} is a file, not a folder')
-  if not paths.is_remote(workdir):
-    parent = os.fspath(workdir)
-    while not os.path.exists(parent):
-      parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK | os.X_OK):
-      raise WorkdirError(f'--workdir {workdir} cannot be written ({parent} is not writable)')
   path = root / CONFIG_JSON
   if path.exists():
     differ = differing_keys(read_json(path, 'the run\'s config'), config.to_dict(),

@@ -12,7 +12,8 @@ from absl import logging
 from etils import epath
 import jax
 
-from aikd_jax import checkpointing, console, evaluation, methods, models, preflight, results
+from aikd_jax import checkpointing, console, distributed, evaluation, methods, models, preflight
+from aikd_jax import results
 from aikd_jax import paths, sharding, shared_workdir
 from aikd_jax import config as config_lib
 from aikd_jax import workdir_lock
@@ -80,6 +81,8 @@ def _preflight(config, workdir: str, method) -> None:
   spec = datasets.get(config.data.name)
   preflight.check_devices(config, jax.local_device_count())
   preflight.check_augment(config, spec.image_shape[0])
+  model = models.create(config.model.arch, spec.num_classes, **loop.model_options(config))
+  preflight.check_model(config, model, spec.image_shape, method)
   preflight.check_workdir(config, workdir)
   expected = _expected_model(config, spec.num_classes)
   if config.model.init:
@@ -141,6 +144,7 @@ def _run_superior(config, workdir: str, pipeline, mesh, stop_requested) -> tuple
 def prepare(raw_config, workdir: str):
   """Reads and checks everything; returns (config, pipeline, method). Writes nothing."""
   config = config_lib.parse(raw_config)
+  distributed.check_same_config(config.to_dict(), preflight.RESUMABLE_KEYS)
   method = methods.create(config)
   _preflight(config, workdir, method)  # first: reading the data can take minutes
   pipeline = Pipeline(config)  # checks the batch against the dataset

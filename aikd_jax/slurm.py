@@ -132,36 +132,51 @@ def _sbatch(args: list[str]) -> str:
   return out.stdout.strip().split(';')[0]
 
 
+# Terminal SLURM states of a task that did not finish its cell.
+FAILED = ('FAILED', 'CANCELLED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_FAIL', 'PREEMPTED',
+          'BOOT_FAIL', 'DEADLINE')
+
+
+def _tasks(job: str) -> list[int]:
+  """The array task ids of a JobID as squeue/sacct print it: '12_3', '12_[4-6,9%2]'."""
+  tasks = job.partition('_')[2].strip('[]').split('%')[0]
+  out = []
+  for part in tasks.split(',') if tasks else ():
+    first, _, last = part.partition('-')
+    if first.isdigit() and (not last or last.isdigit()):
+      out += range(int(first), int(last or first) + 1)
+  return out
+
+
+def _states(args: list[str]) -> dict:
+  """{task id: state} from a SLURM command printing 'JobID|State' lines; {} on failure."""
+  if shutil.which(args[0]) is None:
+    return {}
+  try:
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return {}
+  states = {}
+  for line in out.stdout.splitlines() if out.returncode == 0 else ():
+    job, _, state = line.partition('|')
+    for task in _tasks(job.strip()):
+      states[task] = state.split()[0] if state.strip() else ''
+  return states
+
+
 def queue_states(job_ids) -> dict:
   """{cell index: SLURM state} of the tasks of these array jobs still in SLURM's queue
   (`squeue`); {} without SLURM."""
-  if not job_ids or shutil.which('squeue') is None:
+  if not job_ids:
     return {}
-  out = subprocess.run(['squeue', '-h', '-r', '-o', '%i|%T', '-j', ','.join(job_ids)],
-                       capture_output=True, text=True, timeout=60, check=False)
-  states = {}
-  for line in out.stdout.splitlines():
-    job, _, state = line.partition('|')
-    task = job.partition('_')[2]
-    if task.isdigit():
-      states[int(task)] = state.strip()
-  return states
+  return _states(['squeue', '-h', '-r', '-o', '%i|%T', '-j', ','.join(job_ids)])
 
 
 def accounting_states(job_ids) -> dict:
   """{cell index: state} from `sacct`, where SLURM's accounting is configured; else {}."""
-  if not job_ids or shutil.which('sacct') is None:
+  if not job_ids:
     return {}
-  out = subprocess.run(['sacct', '-n', '-P', '-X', '-o', 'JobID,State', '-j',
-                        ','.join(job_ids)], capture_output=True, text=True, timeout=60,
-                       check=False)
-  states = {}
-  for line in out.stdout.splitlines() if out.returncode == 0 else ():
-    job, _, state = line.partition('|')
-    task = job.partition('_')[2]
-    if task.isdigit():
-      states[int(task)] = state.split()[0] if state.strip() else ''
-  return states
+  return _states(['sacct', '-n', '-P', '-X', '-o', 'JobID,State', '-j', ','.join(job_ids)])
 
 
 def read_jobs(workdir: str) -> list[dict]:
@@ -187,7 +202,14 @@ def submit(plan: plan_lib.Plan, todo: list, options: Options, dry_run: bool, log
   folder = os.path.join(plan.workdir, SLURM_DIR)
   queued = queue_states(job_ids(plan.workdir)) if not dry_run else {}
   queued_jobs = _queued_jobs(plan.workdir, queued)
+  skipped = [c.index for c in todo if c.index in queued_jobs]
   todo = [c for c in todo if c.index not in queued_jobs]
+  if skipped:
+    log(f'sweep: cells {_array(skipped, 0)} are still queued or running in SLURM: not '
+        'submitted again')
+  if not todo:
+    log('sweep: nothing to submit: every cell is done, queued or running')
+    return []
   path = os.path.join(folder, SCRIPT)
   text = script(plan.workdir, options)
   calls = arrays(plan, todo, queued_jobs)

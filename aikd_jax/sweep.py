@@ -118,7 +118,7 @@ def run_cells(plan: plan_lib.Plan, cells: list, stop_requested=lambda: False,
       out.stopped = True
       break
     remaining = sum(finished[c.index] is None for c in cells[i - 1:])
-    eta = local_pool._eta(sum(times) / len(times) * remaining) if times else '?'  # pylint: disable=protected-access
+    eta = console.duration(sum(times) / len(times) * remaining) if times else '?'
     log(f'sweep: cell {i}/{len(cells)} {cell.name} ({done} done, {len(out.failed)} failed, '
         f'ETA {eta})')
     start = time.monotonic()
@@ -153,16 +153,22 @@ def run_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
 # -- what the plan's cells are doing --------------------------------------------------
 
 
-def states(plan: plan_lib.Plan) -> dict:
-  """{cell index: state} from the workdirs, with SLURM's view of cells that have not
-  finished: 'queued' for a task waiting in SLURM, 'running' for one running there."""
+def states(plan: plan_lib.Plan) -> tuple[dict, dict]:
+  """({cell index: state}, {cell index: SLURM's word}) from the workdirs and, for a plan
+  submitted to SLURM, its queue ('queued' or 'running') and accounting (a task that ended
+  without finishing its cell: 'failed', e.g. CANCELLED by a failed superior)."""
   found = {c.index: plan_lib.state(c) for c in plan.cells}
   jobs = slurm.job_ids(plan.workdir)
-  queue = slurm.queue_states(jobs)
-  for index, slurm_state in {**slurm.accounting_states(jobs), **queue}.items():
-    if found.get(index) in ('pending', 'partial', 'failed') and index in queue:
-      found[index] = 'running' if slurm_state == 'RUNNING' else 'queued'
-  return found
+  queue, notes = slurm.queue_states(jobs), {}
+  for index, word in queue.items():
+    if found.get(index) in ('pending', 'partial', 'failed'):
+      found[index] = 'running' if word == 'RUNNING' else 'queued'
+  for index, word in slurm.accounting_states(jobs).items():
+    if index not in queue and found.get(index) in ('pending', 'partial', 'failed'):
+      notes[index] = word
+      if word in slurm.FAILED and found[index] == 'pending':
+        found[index] = 'failed'
+  return found, notes
 
 
 def list_table(plan: plan_lib.Plan, found: dict) -> str:
@@ -176,8 +182,9 @@ def list_table(plan: plan_lib.Plan, found: dict) -> str:
   return '\n'.join(lines)
 
 
-def status_text(plan: plan_lib.Plan, found: dict) -> str:
+def status_text(plan: plan_lib.Plan, found: dict, notes: dict | None = None) -> str:
   """Counts per state, and each failed cell with its message and log."""
+  notes = notes or {}
   counts = {s: sum(v == s for v in found.values()) for s in
             ('done', 'running', 'queued', 'partial', 'pending', 'failed')}
   lines = [f'sweep {plan.workdir}: {len(plan.cells)} cells: '
@@ -185,8 +192,9 @@ def status_text(plan: plan_lib.Plan, found: dict) -> str:
   for c in plan.cells:
     if found[c.index] == 'failed':
       rec = plan_lib.record(c)
+      message = rec.get('message') or f'SLURM says {notes.get(c.index, "?")}'
       log = rec.get('error_log') or os.path.join(c.workdir, 'log.txt')
-      lines.append(f'  failed: cell {c.index} {c.name}: {rec.get("message", "?")} '
+      lines.append(f'  failed: cell {c.index} {c.name}: {message} '
                    f'(exit {rec.get("exit_code", "?")}; log: {log})')
   return '\n'.join(lines)
 
@@ -393,8 +401,9 @@ def _existing_plan_command(values: dict, workdir: str, stop) -> int:
     index = cell_index(values['cell'], values['cell_kind'], plan)
     _import_trainer(plan.base_config.get('fast_compile', False), values['verbose'])
     return run_one_cell(plan, index, stop)
-  found = states(plan)
-  print(list_table(plan, found) if values['list'] else status_text(plan, found), flush=True)
+  found, notes = states(plan)
+  print(list_table(plan, found) if values['list'] else status_text(plan, found, notes),
+        flush=True)
   return 0
 
 
@@ -436,9 +445,7 @@ def _run_plan(plan, cells, values: dict, stop) -> int:
 
 def main(argv, config_flag, flag_values) -> int:
   console.quiet_libraries(verbose=flag_values['verbose'].value)
-  if len(argv) > 1:
-    console.fail(f'unexpected argument {argv[1]!r}: flags are spelt --name=value (config '
-                 'keys: --config.key=value)', ConfigError.exit_code)
+  console.reject_positional(argv)
   values = {k: v.value for k, v in flag_values.items()}
   if not values['workdir']:
     console.fail('--workdir is required', ConfigError.exit_code)

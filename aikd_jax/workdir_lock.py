@@ -73,8 +73,12 @@ def _create(path: str) -> bool:
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
   except FileExistsError:
     return False
-  with os.fdopen(fd, 'w') as f:
-    json.dump({'host': socket.gethostname(), 'pid': os.getpid(), 'started': time.time()}, f)
+  try:
+    with os.fdopen(fd, 'w') as f:
+      json.dump({'host': socket.gethostname(), 'pid': os.getpid(), 'started': time.time()}, f)
+  except OSError:  # a full disk: an empty lock would lock out the rerun for STALE_S
+    os.remove(path)
+    raise
   return True
 
 

@@ -4,6 +4,7 @@ Add a row to INVALID when you add a checked key: `test_every_checked_key_has_a_r
 until you do.
 """
 import dataclasses
+import re
 import typing
 
 import pytest
@@ -32,10 +33,13 @@ INVALID = [
     ('profile_steps', -1, 'profile_steps must be >= 0'),
     ('data.name', 'imagenet', "unknown dataset 'imagenet'"),
     ('data.train_subset', 0, 'data.train_subset must be > 0'),
-    ('data.eval_subset', -1, 'data.eval_subset must be > 0'),
+    ('data.eval_subset', -1, 'data.eval_subset must be >= 2'),
+    ('data.eval_subset', 1, 'data.eval_subset must be >= 2 (temperature scaling'),
     ('model.arch', 'vit', "unknown model.arch 'vit'"),
     ('model.width', 0, 'model.width must be > 0'),
     ('optim.lr', -0.1, 'optim.lr must be > 0'),
+    ('optim.lr', float('inf'), 'optim.lr must be a finite number, got inf'),
+    ('optim.lr', float('nan'), 'optim.lr must be a finite number, got nan'),
     ('optim.momentum', 1.0, 'optim.momentum must be in [0, 1)'),
     ('optim.nesterov', 1, 'optim.nesterov must be bool'),
     ('optim.weight_decay', -1e-4, 'optim.weight_decay must be >= 0'),
@@ -55,6 +59,7 @@ INVALID = [
     ('aikd.tau_g', -1.0, 'aikd.tau_g must be > 0'),
     ('aikd.previous', 'model', "aikd.previous must be one of 'snapshot', 'table'"),
     ('aikd.gp_weight', -10.0, 'aikd.gp_weight must be >= 0'),
+    ('aikd.gp_weight', float('inf'), 'aikd.gp_weight must be a finite number, got inf'),
     ('aikd.critic_steps', 0, 'aikd.critic_steps must be > 0'),
     ('aikd.critic_lr', 0.0, 'aikd.critic_lr must be > 0'),
     ('aikd.critic_b1', 1.0, 'aikd.critic_b1 must be in [0, 1)'),
@@ -63,10 +68,12 @@ INVALID = [
     ('aikd.critic_input', 'softmax', "aikd.critic_input must be one of 'logits', 'probs'"),
     ('tfkd.alpha', 1.5, 'tfkd.alpha must be in [0, 1]'),
     ('tfkd.temperature', 0.0, 'tfkd.temperature must be > 0'),
+    ('tfkd.temperature', float('inf'), 'tfkd.temperature must be a finite number, got inf'),
     ('tfkd.multiplier', -50.0, 'tfkd.multiplier must be > 0'),
     ('pskd.alpha_t', -0.8, 'pskd.alpha_t must be in [0, 1]'),
     ('cskd.temperature', 0.0, 'cskd.temperature must be > 0'),
     ('cskd.lam', -1.0, 'cskd.lam must be >= 0'),
+    ('cskd.lam', float('inf'), 'cskd.lam must be a finite number, got inf'),
     ('zipf_ls.lam', -0.1, 'zipf_ls.lam must be >= 0'),
     ('zipf_ls.upsample', 'yes', 'zipf_ls.upsample must be bool'),
     ('tffd.lambda_inter', -5e-4, 'tffd.lambda_inter must be >= 0'),
@@ -111,6 +118,26 @@ def test_every_checked_key_has_a_row():
   for group, cls in methods.config_groups().items():
     keys |= set(_checked_keys(cls, group + '.'))
   assert keys - {k for k, _, _ in INVALID} == set()
+
+
+def _float_keys(cls, prefix=''):
+  hints = typing.get_type_hints(cls)
+  for f in dataclasses.fields(cls):
+    if dataclasses.is_dataclass(hints.get(f.name)):
+      yield from _float_keys(hints[f.name], prefix + f.name + '.')
+    elif float in (hints.get(f.name), *typing.get_args(hints.get(f.name))):
+      yield prefix + f.name
+
+
+FLOAT_KEYS = sorted(set(_float_keys(config_lib.RunConfig)).union(
+    *(_float_keys(cls, group + '.') for group, cls in methods.config_groups().items())))
+
+
+@pytest.mark.parametrize('key', FLOAT_KEYS)
+@pytest.mark.parametrize('value', [float('inf'), float('-inf'), float('nan')])
+def test_every_float_key_refuses_inf_and_nan(key, value):
+  with pytest.raises(ConfigError, match=f'{re.escape(key)} must be a finite number'):
+    config_lib.parse(_raw(**{key: value}))
 
 
 def test_parse_gives_frozen_typed_groups():

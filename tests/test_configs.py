@@ -12,7 +12,7 @@ from aikd_jax.data import datasets
 from configs import common
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_HELPERS = {'__init__.py', 'common.py', 'paper_tables.py'}
+_HELPERS = {'__init__.py', 'common.py'}
 CONFIG_FILES = sorted(os.path.relpath(p, _ROOT)
                       for p in glob.glob(os.path.join(_ROOT, 'configs', '*.py'))
                       if os.path.basename(p) not in _HELPERS)

@@ -57,6 +57,13 @@ def listing(folder) -> dict:
      'superior_init /nonexistent/model does not exist'),
     ({'data.name': 'cifar100', 'data.tfds_dir': '/nonexistent/tfds'}, DataError,
      'is not prepared'),
+    ({'data.eval_subset': 1}, ConfigError, 'data.eval_subset must be >= 2'),
+    ({'tfkd.temperature': float('inf')}, ConfigError, 'tfkd.temperature must be a finite'),
+    ({'method': 'tffd', 'model.width': 1}, ConfigError,
+     'tffd needs at least two stages, each with an even channel count; model.arch '
+     'preact_resnet18 (model.width 1) has stages of [1, 2, 4, 8] channels'),
+    ({'model.arch': 'densenet121'}, ConfigError,
+     'cannot take the 28x28 images of fashion_mnist: its feature maps shrink to nothing'),
 ])
 def test_bad_value_leaves_no_workdir(data_dirs, tmp_path, overrides, error, says):
   workdir = tmp_path / 'w'
@@ -69,6 +76,8 @@ def test_bad_value_leaves_no_workdir(data_dirs, tmp_path, overrides, error, says
 @pytest.mark.parametrize('flag,says', [
     ('--config.log_every_steps=0', 'log_every_steps must be > 0'),
     ('--config.seed=-3', 'seed must be in [0, 2^31)'),
+    ('--config.optim.lr=inf', 'optim.lr must be a finite number, got inf'),
+    ('--config.aikd.gp_weight=nan', 'aikd.gp_weight must be a finite number, got nan'),
 ])
 def test_cli_bad_value_is_one_line_and_exit_2(data_dirs, tmp_path, flag, says):
   assert says in one_error_line(cli(str(tmp_path / 'w'), data_dirs, flag), 2)

@@ -132,6 +132,8 @@ def test_import_torch_output_checks_on_gcs(gcs, tmp_path, monkeypatch):
   with pytest.raises(WorkdirError, match='already holds files'):
     import_torch.check_output('gs://bkt/imported/full', overwrite=False)
   import_torch.check_output('gs://bkt/imported/new', overwrite=False)
+  with pytest.raises(WorkdirError, match='the bucket gs://nobucket does not exist'):
+    import_torch.check_output('gs://nobucket/imported', overwrite=True)  # at once, no retries
   assert not os.listdir(tmp_path)  # no local 'gs:' folder
 
 
@@ -248,3 +250,25 @@ def test_truncated_tar_on_gcs_is_one_line(gcs, tmp_path):
   with pytest.raises(DataError) as e:
     test_builders._prepare('mit67', remote, tmp_path / 'tfds')  # pylint: disable=protected-access
   assert f'{remote}/indoorCVPR_09.tar: truncated' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_report_reads_and_writes_gcs_folders(gcs, tmp_path, capsys):
+  """A sweep on gs:// is reported (with its figure); a missing bucket is one line."""
+  del gcs
+  from aikd_jax import report  # pylint: disable=g-import-not-at-top
+  from tests import test_report  # pylint: disable=g-import-not-at-top
+  dirs = test_report._make_tree(str(tmp_path / 'runs'))  # pylint: disable=protected-access
+  url = _upload(tmp_path / 'runs' / 'sweep', 'gs://bkt/report-sweep')
+  assert report.main([url, '--out', 'gs://bkt/report-out']) == 0
+  text = epath.Path('gs://bkt/report-out/report.md').read_text()
+  local = tmp_path / 'local'
+  assert report.main([dirs[0], '--out', str(local)]) == 0
+  assert text == (local / 'report.md').read_text()
+  assert epath.Path('gs://bkt/report-out/reliability_cifar100_preact_resnet18.png').exists()
+  capsys.readouterr()
+  assert report.main(['gs://nobucket/sweep', '--out', str(tmp_path / 'o')]) == 2
+  err = capsys.readouterr().err
+  assert err == ('error: gs://nobucket/sweep: the bucket gs://nobucket does not exist or '
+                 'these credentials cannot see it\n')
+  assert report.main([url, '--out', 'gs://nobucket/out']) == 4
+  assert 'error: --out gs://nobucket/out: the bucket gs://nobucket' in capsys.readouterr().err

@@ -191,9 +191,14 @@ def test_existing_output_is_refused_then_overwrite_replaces(monkeypatch, capsys,
   assert rc == WorkdirError.exit_code
   assert f'--output {out} already holds files' in _one_line(err) and '--overwrite' in err
   assert _snapshot(out) == before
+  rc, err = _cli(monkeypatch, capsys, out, '--overwrite')  # notes.txt: not an exported model
+  assert rc == WorkdirError.exit_code and 'holds files that are not an exported model' in err
+  assert _snapshot(out) == before
+  (out / 'notes.txt').unlink()
+  (out / 'variables' / 'stale').write_text('old')
   rc, err = _cli(monkeypatch, capsys, out, '--overwrite')
   assert rc == 0, err
-  assert not (out / 'notes.txt').exists()  # replaced as a whole
+  assert not (out / 'variables' / 'stale').exists()  # replaced as a whole
   assert models.load(str(out))[1]['params']
   assert sorted(os.listdir(tmp_path)) == ['out']  # no temporary folders left
 

@@ -220,3 +220,33 @@ def test_cli_a_sweep_folder_that_is_a_file_is_one_line(data_dirs, tmp_path):
   (tmp_path / 'f').write_text('')
   out = _cli(*_flags(data_dirs), f'--workdir={tmp_path / "f" / "sweep"}', '--submit=none')
   assert out.returncode == 4 and 'is a file, not a folder' in out.stderr
+
+
+def _fake_command(folder, name: str, output: str) -> None:
+  path = folder / name
+  path.write_text(f"#!/bin/sh\ncat <<'EOF'\n{output}\nEOF\n")
+  path.chmod(0o755)
+
+
+def test_status_adds_slurms_queue_and_accounting(data_dirs, tmp_path, monkeypatch):
+  plan = _plan(data_dirs, tmp_path / 'sweep')  # 0 sup, 1 base, 2 aikd; 3 sup, 4 base, 5 aikd
+  plan_lib.write(plan)
+  (tmp_path / 'sweep' / 'slurm').mkdir()
+  (tmp_path / 'sweep' / 'slurm' / 'jobs.json').write_text(json.dumps([
+      {'job_id': '12', 'cells': [0, 1, 3, 4]}, {'job_id': '13', 'cells': [2]},
+      {'job_id': '14', 'cells': [5]}]))
+  _finish(plan.cells[1])
+  os.makedirs(os.path.join(plan.cells[5].phase_dir, 'checkpoints', '7'))
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  _fake_command(bin_dir, 'squeue', '12_0|RUNNING\n12_[3-4%2]|PENDING')
+  _fake_command(bin_dir, 'sacct', '12_1|COMPLETED\n13_[2]|CANCELLED by 0\n14_5|TIMEOUT')
+  monkeypatch.setenv('PATH', f'{bin_dir}:{os.environ["PATH"]}')
+  found, notes = sweep.states(plan)
+  assert found == {0: 'running', 1: 'done', 2: 'failed', 3: 'queued', 4: 'queued',
+                   5: 'partial'}
+  assert notes == {2: 'CANCELLED', 5: 'TIMEOUT'}
+  text = sweep.status_text(plan, found, notes)
+  assert text.splitlines()[0].endswith('6 cells: 1 done, 1 running, 2 queued, 1 partial, '
+                                       '1 failed')
+  assert 'failed: cell 2 aikd seed 0: SLURM says CANCELLED (exit ?;' in text

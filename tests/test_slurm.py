@@ -105,6 +105,10 @@ def test_a_cancelled_cell_resubmitted_resumes_and_ends_identical(on_cluster, dat
   plan, jobs = _submit(tmp_path / 'slurm', base, ['baseline'], [0])
   cell = plan.cells[0]
   _wait_for(os.path.join(cell.workdir, 'log.txt'), r'student epoch \d+/60 step \d+/180')
+  lines = []
+  assert slurm.submit(plan, [cell], slurm.Options(), False, lines.append) == []
+  assert lines == ['sweep: cells 0 are still queued or running in SLURM: not submitted again',
+                   'sweep: nothing to submit: every cell is done, queued or running']
   on_cluster.run('scancel', jobs[0])
   on_cluster.wait(jobs)
   assert plan_lib.finished(cell) is None

@@ -111,6 +111,27 @@ def test_damaged_newest_checkpoint_falls_back(tmp_path):
   np.testing.assert_array_equal(state['w'], [1.0, 1.0, 1.0])
 
 
+def test_checkpoint_with_a_flipped_byte_is_moved_aside(tmp_path):
+  """Orbax's compressed chunks have no checksum: without ours, the flip restores silently."""
+  ckpt = checkpointing.TrainCheckpointer(str(tmp_path))
+  weights = np.random.RandomState(0).randn(4096).astype(np.float32)
+  for step in (1, 2):
+    ckpt.save(step, {'w': weights * step, 'key': jax.random.key(step)}, {'epoch': step})
+  ckpt.close()
+  files = [os.path.join(root, f) for root, _, names in os.walk(tmp_path / '2' / 'state' /
+                                                                'ocdbt.process_0') for f in names]
+  largest = max(files, key=os.path.getsize)  # the array's data
+  data = bytearray(open(largest, 'rb').read())
+  data[len(data) // 2] ^= 0x10
+  with open(largest, 'wb') as f:
+    f.write(data)
+  state, meta = checkpointing.TrainCheckpointer(str(tmp_path)).restore_latest(
+      {'w': np.zeros(4096, np.float32), 'key': jax.random.key(0)})
+  assert meta == {'epoch': 1}
+  np.testing.assert_array_equal(state['w'], weights)
+  assert os.listdir(tmp_path / 'damaged') == ['2']
+
+
 def test_workdir_of_another_config_is_refused(finished, data_dirs):
   with pytest.raises(UserError, match='differs in: seed'):
     run.run(smoke_config(data_dirs, seed=5), finished[0])

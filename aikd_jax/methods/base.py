@@ -5,6 +5,7 @@ A method is one module in `aikd_jax/methods/` that subclasses `Method` and calls
 - `batch`: 'plain' or 'paired' (CS-KD's class pairs: 'pair_image', 'pair_label');
 - `needs_superior`: whether the step runs the frozen superior (then phase 1 trains one);
 - `features`: whether the student's forward returns stage outputs and the pre-pool map;
+- `check_stages`: whether the model's stage shapes can feed the objective (before a run);
 - `init_state`: its own state (a pytree, checkpointed with the student; None: none);
 - `loss` / `objective`: the student's loss (traced under `jax.grad`);
 - `after_step`: state updates after the SGD step (tables, a critic);
@@ -64,6 +65,11 @@ class Method:
     """Builds the method registered as `name` from its group `c` and the whole RunConfig."""
     del config
     return cls(name, c)
+
+  def check_stages(self, shapes: list[tuple[int, ...]], model: str) -> None:
+    """Raises ConfigError if stage outputs of these NHWC shapes (of the model that `model`
+    names, for the message) cannot feed the objective."""
+    del shapes, model
 
   def init_state(self, key: jax.Array, ctx: InitContext) -> Any:
     del key, ctx

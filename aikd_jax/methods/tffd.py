@@ -7,6 +7,7 @@ import dataclasses
 
 from aikd_jax import losses, methods
 from aikd_jax.config import NON_NEGATIVE, field
+from aikd_jax.errors import ConfigError
 from aikd_jax.methods import base
 
 
@@ -20,6 +21,14 @@ class TFFDConfig:
 class TFFD(base.Method):
   """One forward that also returns the stage outputs."""
   features = True
+
+  def check_stages(self, shapes, model):
+    """The intra term halves each stage's channels; the inter term pairs stages."""
+    channels = [s[-1] for s in shapes]
+    if len(shapes) < 2 or any(c % 2 for c in channels):
+      raise ConfigError(f'tffd needs at least two stages, each with an even channel count; '
+                        f'{model} has stages of {channels} channels: change '
+                        '--config.model.width')
 
   def objective(self, out, state, inputs):
     return losses.tffd_loss(out.logits, inputs.targets, out.features['stages'],

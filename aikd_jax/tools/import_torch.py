@@ -18,7 +18,7 @@ stripped. `--width` must be the width the torch model was built with (base width
 64 for ResNets, growth rate 32 for DenseNets; see each model's docstring).
 """
 import argparse
-import errno
+import logging as py_logging
 import os
 import sys
 
@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aikd_jax import models, paths
+from aikd_jax import console, models, paths
 from aikd_jax.errors import ConfigError, DataError, OutOfSpaceError, UserError, WorkdirError
+from aikd_jax.errors import is_out_of_space
 
 TORCH_MISSING = 'torch is needed to read .pth files: pip install torch (optional extra)'
 _RESAVE = 'save the weights again with torch.save(model.state_dict(), PATH)'
@@ -202,16 +203,25 @@ def check_finite(state_dict: dict[str, np.ndarray], path: str) -> None:
 
 
 def check_output(output: str, overwrite: bool) -> None:
-  """WorkdirError unless --output is absent or an empty folder (or --overwrite is given)."""
+  """WorkdirError unless --output can be written and is absent, an empty folder, or (with
+  --overwrite) an exported model: --overwrite never replaces anything else."""
+  from aikd_jax import checkpointing  # pylint: disable=g-import-not-at-top (keeps orbax lazy)
+  problem = paths.folder_problem(output)
+  if problem:
+    raise WorkdirError(f'--output {output} cannot be written: {problem}; nothing was changed')
   out = paths.resolve(output)  # a local folder or gs://...
-  if (out.exists() or os.path.islink(out)) and not out.is_dir():
+  if os.path.islink(out) and not out.is_dir():
     raise WorkdirError(f'--output {output} is a file, not a folder: give a folder path')
-  if out.is_dir() and any(out.iterdir()) and not overwrite:
+  entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+  if entries and not overwrite:
     raise WorkdirError(f'--output {output} already holds files (an exported model?); nothing '
                        'was changed: choose a new folder, or add --overwrite to replace it')
-  parent = out.parent
-  if parent.exists() and not parent.is_dir():
-    raise WorkdirError(f'--output {output}: {parent} is a file, not a folder')
+  exported = (checkpointing.MODEL_JSON, 'variables')
+  others = [e for e in entries if e not in exported]
+  if others:
+    raise WorkdirError(f'--output {output} holds files that are not an exported model (e.g. '
+                       f'{others[0]}); --overwrite replaces only an exported model '
+                       f'({" + ".join(exported)}): nothing was changed, choose another folder')
 
 
 def _parse(argv):
@@ -246,9 +256,16 @@ def _write(args, variables) -> None:
     paths.resolve(args.output).parent.mkdir(parents=True, exist_ok=True)
     checkpointing.save_model(args.output, arch=args.arch, num_classes=args.num_classes,
                              options=options, variables=variables)
-  except OSError as e:
-    kind = OutOfSpaceError if e.errno == errno.ENOSPC else WorkdirError
-    raise kind(f'cannot write --output {args.output}: {e.strerror}; nothing was replaced') from None
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (TensorStore: ValueError, not OSError)
+    if is_out_of_space(e):
+      raise OutOfSpaceError(f'no space left on the device holding --output {args.output}; '
+                            'nothing was replaced: free space and run again') from None
+    if not isinstance(e, OSError):
+      raise
+    raise WorkdirError(f'cannot write --output {args.output}: {e.strerror}; nothing was '
+                       'replaced') from None
 
 
 def main(argv=None) -> int:
@@ -268,4 +285,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  # Orbax's and TensorStore's threads print their own tracebacks after a failed write (a
+  # full disk): they go nowhere (this command has no log file); our one line is what counts.
+  console.quiet_libraries(verbose=False)
+  py_logging.disable(py_logging.CRITICAL)
+  status = main()
+  console.exit_after_failure(status)
+  sys.exit(status)

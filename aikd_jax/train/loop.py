@@ -3,7 +3,6 @@
 Side effects live here (and in run.py); the steps it drives are pure (steps.py).
 """
 import dataclasses
-import errno
 import json
 import time
 from typing import Callable
@@ -16,7 +15,7 @@ import numpy as np
 
 from aikd_jax import checkpointing, evaluation, methods, models, paths, results, sharding
 from aikd_jax import throughput
-from aikd_jax.errors import NonFiniteLossError, OutOfSpaceError
+from aikd_jax.errors import NonFiniteLossError, OutOfSpaceError, is_out_of_space
 from aikd_jax.methods import base
 from aikd_jax.train import state as state_lib
 from aikd_jax.train import steps
@@ -275,36 +274,30 @@ def _finish(trainer: _Trainer, metrics: dict, logits, features, labels) -> dict:
   return out
 
 
-def _out_of_space(error: BaseException) -> bool:
-  """True if `error`, or an error it was raised from, is 'No space left on device'."""
-  while error is not None:
-    if getattr(error, 'errno', None) == errno.ENOSPC or 'No space left' in str(error):
-      return True
-    error = error.__cause__ or error.__context__
-  return False
-
-
 def _state_megabytes(state) -> float:
   return sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, 'nbytes')) / 2**20
 
 
 def train_phase(phase: Phase, pipeline, mesh, stop_requested=lambda: False) -> dict:
   """Trains (or resumes) one phase to the end and returns its results.json content."""
-  trainer = _Trainer(phase, pipeline, mesh, stop_requested)
-  try:
+  trainer = None
+  try:  # the trainer too: its summary writer and checkpoint folder are the first writes
+    trainer = _Trainer(phase, pipeline, mesh, stop_requested)
     return _train(trainer)
   except Exception as e:  # pylint: disable=broad-except
-    if not _out_of_space(e):
+    if not is_out_of_space(e):
       raise
+    need = (f': a checkpoint needs about {_state_megabytes(trainer.state):.0f} MB'
+            if trainer is not None else '')
     raise OutOfSpaceError(
-        f'no space left on the device holding {phase.directory}: a checkpoint needs about '
-        f'{_state_megabytes(trainer.state):.0f} MB; free space and run the same command '
-        'to resume from the last checkpoint') from e
+        f'no space left on the device holding {phase.directory}{need}; free space and run '
+        'the same command to resume from the last checkpoint') from e
   finally:
     try:
-      trainer.close()
+      if trainer is not None:
+        trainer.close()
     except Exception as e:  # pylint: disable=broad-except
-      if not _out_of_space(e):
+      if not is_out_of_space(e):
         raise
 
 

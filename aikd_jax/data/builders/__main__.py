@@ -15,9 +15,9 @@ import os
 
 import tensorflow_datasets as tfds
 
-from aikd_jax import console
+from aikd_jax import console, paths
 from aikd_jax.data import builders
-from aikd_jax.errors import UserError
+from aikd_jax.errors import OutOfSpaceError, UserError, WorkdirError, is_out_of_space
 
 # TFDS's own builders of the registry's datasets; they download (network needed).
 DOWNLOAD_BUILDERS = ('caltech_birds2011', 'cifar100', 'stanford_dogs')
@@ -38,20 +38,35 @@ def main(argv: Sequence[str] | None = None) -> None:
                            'training reads it through --config.data.tfds_dir')
   args = parser.parse_args(argv)
   console.hide_gpus_from_tf()
-  builder = tfds.builder(args.name, data_dir=args.data_dir)
-  if args.name in DOWNLOAD_BUILDERS:
-    builder.download_and_prepare()
-    _report(builder)
-    return
-  data_dir_root = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))  # root/name/version
-  manual_dir = args.manual_dir or os.path.join(data_dir_root, 'downloads', 'manual')
+  data_dir = paths.absolute(args.data_dir or tfds.core.constants.DATA_DIR)
   try:
-    type(builder).check_manual_dir(manual_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    _check_data_dir(data_dir)
+    builder = tfds.builder(args.name, data_dir=data_dir)
+    _prepare(builder, args.name, args.manual_dir, data_dir)
   except UserError as e:
     console.fail(str(e), e.exit_code)
+  except Exception as e:  # pylint: disable=broad-except
+    if not is_out_of_space(e):
+      console.fail_internal(data_dir)  # the traceback goes to DATA_DIR/error.log
+    console.fail(f'no space left on the device holding --data_dir {data_dir}: free space and '
+                 'run the same command again', OutOfSpaceError.exit_code)
   _report(builder)
+
+
+def _check_data_dir(data_dir: str) -> None:
+  problem = paths.folder_problem(data_dir)
+  if problem:
+    raise WorkdirError(f'--data_dir {data_dir} cannot be written: {problem}; fix it or choose '
+                       'another --data_dir')
+
+
+def _prepare(builder, name: str, manual_dir: str | None, data_dir: str) -> None:
+  if name in DOWNLOAD_BUILDERS:
+    builder.download_and_prepare()
+    return
+  manual_dir = manual_dir or paths.join(data_dir, 'downloads', 'manual')
+  type(builder).check_manual_dir(manual_dir)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
 
 def _report(builder) -> None:
@@ -60,4 +75,9 @@ def _report(builder) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  console.quiet_libraries(verbose=False)  # TFDS's and TF's lines: our one line is what counts
+  try:
+    main()
+  except SystemExit as e:
+    console.exit_after_failure(e.code)
+    raise

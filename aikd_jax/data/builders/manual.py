@@ -298,18 +298,23 @@ def open_source(manual_dir: str, download: Download) -> Source:
   raise DataError(download.missing_message(manual_dir))
 
 
+class _FileSource(FolderSource):
+  """Plain downloaded files in the manual dir: the fix is to download them again."""
+  fix = Source.fix
+
+
 def list_source(manual_dir: str, download: Download) -> Source:
   """A plain downloaded file (a list) in `manual_dir`, read as a Source."""
-  return FolderSource(manual_dir, download)
+  return _FileSource(manual_dir, download)
 
 
 def read_text(source: Source, path: str) -> list[str]:
-  """Non-empty stripped lines of a text file of `source`."""
+  """Non-empty stripped lines of a text file of `source`; an empty file is a DataError."""
   return _lines(source, path, source.read(path))
 
 
 def read_texts(source: Source, paths: Sequence[str]) -> dict[str, list[str]]:
-  """Non-empty stripped lines of several text files, read in one pass."""
+  """Non-empty stripped lines of several text files, read in one pass (none may be empty)."""
   return {p: _lines(source, p, data) for p, data in source.read_many(paths)}
 
 
@@ -318,7 +323,10 @@ def _lines(source: Source, path: str, data: bytes) -> list[str]:
     text = data.decode('utf-8')
   except UnicodeDecodeError:
     raise source.bad(f'{path} is not a text file (not the official archive)') from None
-  return [line.strip() for line in text.splitlines() if line.strip()]
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if not lines:  # else a split without examples: TFDS's bare "No examples were yielded"
+    raise source.bad(f'{path} is empty (a cut download, or not the official file)')
+  return lines
 
 
 def rgb_jpeg(data: bytes, name: str, crop_bottom: int = 0) -> tuple[bytes, tuple[int, int]]:
