@@ -20,11 +20,13 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from aikd_jax import paths
+from aikd_jax import console, paths
 from aikd_jax.errors import ConfigError, NonFiniteLossError, WorkdirError
 
 MODEL_JSON = 'model.json'
 MODEL_DIR = 'model'  # a phase's exported model: PHASE_DIR/model
+# A checkpoint save (or the wait for one) that takes longer ends the run with one line.
+SAVE_TIMEOUT_S = float(os.environ.get('AIKD_JAX_SAVE_TIMEOUT_S', '900'))
 
 
 def _abstract(tree):
@@ -69,8 +71,17 @@ class TrainCheckpointer:
     `meta` also gets the state's checksum (`state_digest`), verified on restore.
     """
     meta = dict(meta, state_digest=state_digest(state))
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    with self._deadline():  # also waits for the previous save
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def _deadline(self):
+    """Ends the process with one line (exit 4) if a save hangs (storage unreachable)."""
+    return console.deadline(
+        SAVE_TIMEOUT_S, f'a checkpoint save to {self._manager.directory} did not finish '
+        f'within {SAVE_TIMEOUT_S:g} s (is the storage reachable?); stopped without it. Run '
+        'the same command to resume from the last finished checkpoint (the environment '
+        'variable AIKD_JAX_SAVE_TIMEOUT_S sets the limit)', WorkdirError.exit_code)
 
   def restore_latest(self, template: Any):
     """Returns (state, meta) from the newest step that reads back, or None.
@@ -117,10 +128,11 @@ class TrainCheckpointer:
     return self._manager.reached_preemption(step)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._deadline():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
 
