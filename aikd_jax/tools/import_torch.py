@@ -279,6 +279,8 @@ def main(argv=None) -> int:
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return e.exit_code
+  except Exception:  # pylint: disable=broad-except  (a bug: its traceback goes to a log file)
+    console.fail_internal(console.LOCAL_LOG_ROOT)
   n = sum(a.size for a in jax.tree.leaves(variables['params']))
   print(f'wrote {args.output}: {args.arch}, {args.num_classes} classes, {n:,} parameters')
   return 0
