@@ -4,7 +4,8 @@ Two formats:
 - Training checkpoints (`PHASE/checkpoints/`): an Orbax CheckpointManager holding the
   train-state pytree and a JSON `meta` item (epoch, position inside the epoch).
 - Exported models (`PHASE/model/`, or the output of `tools.import_torch`): `model.json`
-  (arch, num_classes, options) plus `variables/` ({'params', 'batch_stats'}).
+  (arch, num_classes, options) plus `variables/` ({'params', 'batch_stats'}; on gs://
+  `variables.N/`, named by model.json's `variables`).
 """
 import hashlib
 import json
@@ -20,11 +21,14 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from aikd_jax import paths
+from aikd_jax import console, paths
 from aikd_jax.errors import ConfigError, NonFiniteLossError, WorkdirError
 
 MODEL_JSON = 'model.json'
 MODEL_DIR = 'model'  # a phase's exported model: PHASE_DIR/model
+VARIABLES = 'variables'  # its arrays; on gs://, model.json names the folder (variables.N)
+# A checkpoint save (or the wait for one) that takes longer ends the run with one line.
+SAVE_TIMEOUT_S = float(os.environ.get('AIKD_JAX_SAVE_TIMEOUT_S', '900'))
 
 
 def _abstract(tree):
@@ -69,8 +73,17 @@ class TrainCheckpointer:
     `meta` also gets the state's checksum (`state_digest`), verified on restore.
     """
     meta = dict(meta, state_digest=state_digest(state))
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    with self._deadline():  # also waits for the previous save
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def _deadline(self):
+    """Ends the process with one line (exit 4) if a save hangs (storage unreachable)."""
+    return console.deadline(
+        SAVE_TIMEOUT_S, f'a checkpoint save to {self._manager.directory} did not finish '
+        f'within {SAVE_TIMEOUT_S:g} s (is the storage reachable?); stopped without it. Run '
+        'the same command to resume from the last finished checkpoint (the environment '
+        'variable AIKD_JAX_SAVE_TIMEOUT_S sets the limit)', WorkdirError.exit_code)
 
   def restore_latest(self, template: Any):
     """Returns (state, meta) from the newest step that reads back, or None.
@@ -117,10 +130,11 @@ class TrainCheckpointer:
     return self._manager.reached_preemption(step)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._deadline():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
 
@@ -131,9 +145,9 @@ def save_model(directory: str, *, arch: str, num_classes: int, options: dict,
   All-or-nothing: locally, the model is written into a folder beside `directory`,
   `model.json` last, and renamed into place; an existing `directory` is replaced only
   then. On an object store (gs://), where renaming a folder copies every object, the
-  old `model.json` is deleted first, `variables/` rewritten in place and `model.json`
-  uploaded last. Either way a model left half-written by a crash has no `model.json` in
-  place, so it never loads. Raises NonFiniteLossError (nothing written) when a variable
+  variables go to a new folder `variables.N` and the one upload of `model.json`, which
+  names it, switches to the new model. Either way a crash leaves the old model (or none)
+  loadable, never a part of the new one. Raises NonFiniteLossError (nothing written) when a variable
   holds NaN or Inf.
   """
   directory = paths.absolute(directory)
@@ -149,7 +163,7 @@ def save_model(directory: str, *, arch: str, num_classes: int, options: dict,
   _sync('save_model:start')
   try:
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(tmp, 'variables'), variables)
+      ckptr.save(os.path.join(tmp, VARIABLES), variables)
     if jax.process_index() == 0:
       meta = {'arch': arch, 'num_classes': int(num_classes), 'options': dict(options)}
       _write_json(os.path.join(tmp, MODEL_JSON), meta)
@@ -162,17 +176,31 @@ def save_model(directory: str, *, arch: str, num_classes: int, options: dict,
 
 
 def _save_model_in_place(directory: epath.Path, variables: dict, meta: dict) -> None:
-  """save_model on an object store: model.json (the done marker) goes first and comes last."""
-  if jax.process_index() == 0:
-    (directory / MODEL_JSON).unlink(missing_ok=True)
-    if (directory / 'variables').exists():
-      (directory / 'variables').rmtree()
+  """save_model on an object store, where a folder cannot be renamed but one object's
+  upload is atomic: the variables go to a new folder (`variables.N`), then model.json,
+  which names it, replaces the old one in one upload; the old folder is deleted last.
+  A crash leaves the old model loadable until that upload, the new one after it."""
+  old = _variables_name(directory)
+  number = int(old.rsplit('.', 1)[1]) + 1 if old and '.' in old else 1
+  name = f'{VARIABLES}.{number}'  # the same on every process: all read the old model.json
   _sync('save_model:start')
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(directory / 'variables', variables)
+    ckptr.save(directory / name, variables, force=True)
   if jax.process_index() == 0:
-    paths.write_text_atomic(directory / MODEL_JSON, json.dumps(meta, indent=2))
+    paths.write_text_atomic(directory / MODEL_JSON, json.dumps(dict(meta, variables=name),
+                                                               indent=2))
+    for stale in directory.iterdir():
+      if stale.name.startswith(VARIABLES) and stale.name != name:
+        stale.rmtree()
   _sync('save_model:done')
+
+
+def _variables_name(directory: epath.Path) -> str | None:
+  """The variables folder that `directory`'s model.json names (None: no readable model)."""
+  try:
+    return json.loads((directory / MODEL_JSON).read_text()).get('variables', VARIABLES)
+  except (OSError, ValueError, AttributeError):
+    return None
 
 
 def _beside(directory: str, tag: str) -> str:
@@ -237,9 +265,9 @@ def check_model(directory: str, expected: dict | None = None, key: str = 'model'
   if not epath.Path(directory).is_dir():
     raise ConfigError(f'{key} {directory} does not exist: fix --config.{key}')
   meta = read_model_meta(directory)
-  if not (epath.Path(directory) / 'variables').is_dir():
-    raise WorkdirError(f'{key} {directory} has {MODEL_JSON} but no variables/: '
-                       'export or convert the model again')
+  if not (epath.Path(directory) / meta.get('variables', VARIABLES)).is_dir():
+    raise WorkdirError(f'{key} {directory} has {MODEL_JSON} but no '
+                       f'{meta.get("variables", VARIABLES)}/: export or convert the model again')
   expected = expected or {}
   found = {'arch': meta.get('arch'), 'num_classes': meta.get('num_classes'),
            'width': meta.get('options', {}).get('width', expected.get('width'))}
@@ -255,7 +283,7 @@ def load_model(directory: str, sharding=None, *, expected: dict | None = None,
   directory = paths.resolve(directory)
   meta = check_model(directory, expected, key)
   with ocp.StandardCheckpointer() as ckptr:
-    path = directory / 'variables'
+    path = directory / meta.get('variables', VARIABLES)
     abstract = ckptr.metadata(path).item_metadata
     abstract = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), abstract)

@@ -3,44 +3,18 @@
 `parse(raw)` checks every value (its type, range or choice, and the combinations that
 cannot work) and returns a `RunConfig`; nothing after it reads the `ConfigDict`. Checks
 that need the outside world (the dataset, devices, paths, the workdir) are in
-`preflight.py`. Each field declares its checks next to its type, so a new key is checked
-by adding one line; each method declares its own group (`methods/*.py`).
+`preflight.py`. Each field declares its checks next to its type (fields.py), so a new key
+is checked by adding one line; each method declares its own group (`methods/*.py`), and
+this module, above methods/, is the one parse that knows them all.
 """
 import dataclasses
-import math
-import types
-import typing
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
+from aikd_jax import methods, models
+from aikd_jax.data import datasets
 from aikd_jax.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-  """A predicate on a value and what it says when the value fails it."""
-  ok: Callable[[Any], bool]
-  says: str
-
-
-POSITIVE = Check(lambda v: v > 0, 'must be > 0')
-NON_NEGATIVE = Check(lambda v: v >= 0, 'must be >= 0')
-UNIT = Check(lambda v: 0 <= v <= 1, 'must be in [0, 1]')
-BELOW_ONE = Check(lambda v: 0 <= v < 1, 'must be in [0, 1)')
-# Temperature scaling is cross-fitted on two halves of the test set (evaluation.py).
-TWO_HALVES = Check(lambda v: v >= 2, 'must be >= 2 (temperature scaling fits on one half of '
-                   'the test set and scores the other)')
-SEED = Check(lambda v: 0 <= v < 2**31, 'must be in [0, 2^31)')
-INCREASING = Check(lambda v: all(a < b for a, b in zip((0,) + tuple(v), v)),
-                   'must be positive and increasing')
-
-
-def one_of(*choices) -> Check:
-  return Check(lambda v: v in choices, f'must be one of {", ".join(map(repr, choices))}')
-
-
-def field(*checks: Check):
-  """A dataclass field whose (non-None) value must pass `checks`."""
-  return dataclasses.field(metadata={'checks': checks})
+from aikd_jax.fields import (BELOW_ONE, INCREASING, NON_NEGATIVE, POSITIVE, SEED, TWO_HALVES,
+                             UNIT, field, one_of, parse_group)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -104,12 +78,13 @@ class RunConfig:
   log_every_steps: int = field(POSITIVE)
   fast_compile: bool
   profile_steps: int = field(NON_NEGATIVE)
-  methods: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # Filled by `parse` from the method groups, not read by parse_group (derived).
+  methods: Mapping[str, Any] = dataclasses.field(default_factory=dict,
+                                                 metadata={'derived': True})
 
   @property
   def method_config(self):
     """The typed config group of the selected method (None if it has none)."""
-    from aikd_jax import methods  # pylint: disable=g-import-not-at-top
     group = methods.registration(self.method).group
     return self.methods.get(group) if group else None
 
@@ -127,66 +102,8 @@ def _plain(value):
   return list(value) if isinstance(value, tuple) else value
 
 
-# -- parsing ------------------------------------------------------------------------------
-def _type_name(hint) -> str:
-  return ' or '.join('None' if a is type(None) else a.__name__
-                     for a in (typing.get_args(hint) or (hint,)))
-
-
-def _coerce(key: str, value, hint):
-  """`value` as the field type `hint` (int, float, bool, str, tuple[int, ...], X | None)."""
-  origin, args = typing.get_origin(hint), typing.get_args(hint)
-  if origin in (types.UnionType, typing.Union):
-    if value is None and type(None) in args:
-      return None
-    hint = next(a for a in args if a is not type(None))
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-  if origin is tuple:
-    if not isinstance(value, (list, tuple)):
-      raise ConfigError(f'{key} must be a tuple, got {value!r}')
-    return tuple(_coerce(f'{key}[{i}]', v, args[0]) for i, v in enumerate(value))
-  if hint is float and isinstance(value, int) and not isinstance(value, bool):
-    return float(value)
-  if hint is float and isinstance(value, float) and not math.isfinite(value):
-    raise ConfigError(f'{key} must be a finite number, got {value!r}: fix --config.{key}')
-  if hint is int and isinstance(value, float) and value.is_integer():
-    return int(value)
-  if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
-    raise ConfigError(f'{key} must be {_type_name(hint)}, got {value!r}: '
-                      f'fix --config.{key}')
-  return value
-
-
-def parse_group(cls, raw: Mapping, prefix: str = ''):
-  """Builds the frozen dataclass `cls` from the mapping `raw`, checking every field."""
-  hints = typing.get_type_hints(cls)
-  fields = [f for f in dataclasses.fields(cls) if f.name != 'methods']
-  unknown = sorted(set(raw) - {f.name for f in fields})
-  if unknown:
-    raise ConfigError(f'unknown config key {prefix}{unknown[0]}; {prefix or "the top level"} '
-                      f'has: {", ".join(f.name for f in fields)}')
-  values = {}
-  for f in fields:
-    key = prefix + f.name
-    if f.name not in raw:
-      raise ConfigError(f'the config has no key {key}; start from configs/default.py')
-    if dataclasses.is_dataclass(hints[f.name]):
-      if not isinstance(raw[f.name], Mapping):
-        raise ConfigError(f'{key} must be a group of keys, got {raw[f.name]!r}')
-      values[f.name] = parse_group(hints[f.name], raw[f.name], key + '.')
-      continue
-    value = _coerce(key, raw[f.name], hints[f.name])
-    for check in f.metadata.get('checks', ()):
-      if value is not None and not check.ok(value):
-        raise ConfigError(f'{key} {check.says}, got {value!r}: fix --config.{key}')
-    values[f.name] = value
-  return cls(**values)
-
-
 def _check_names(c: RunConfig) -> None:
   """The dataset and architecture must be registered."""
-  from aikd_jax import models  # pylint: disable=g-import-not-at-top
-  from aikd_jax.data import datasets  # pylint: disable=g-import-not-at-top
   datasets.get(c.data.name)
   if c.model.arch not in models.names():
     raise ConfigError(f'unknown model.arch {c.model.arch!r}; known: '
@@ -204,7 +121,6 @@ def _check_combinations(c: RunConfig) -> None:
 
 def parse(raw) -> RunConfig:
   """The checked, typed config of the raw `ConfigDict` (or dict) `raw`."""
-  from aikd_jax import methods  # pylint: disable=g-import-not-at-top
   raw = dict(raw.to_dict() if hasattr(raw, 'to_dict') else raw)
   groups = methods.config_groups()  # group name -> its dataclass
   method_raw = {g: raw.pop(g) for g in list(raw) if g in groups}

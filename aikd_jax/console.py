@@ -25,6 +25,7 @@ ERROR_LOG = 'error.log'
 LOCAL_LOG_ROOT = os.path.join(tempfile.gettempdir(), 'aikd_jax_logs')
 # INFO lines from these paths stay on stderr: our own, and CLU's progress/ETA reports.
 _SHOWN = ('/aikd_jax/', 'clu/periodic_actions')
+_EXITING = threading.Lock()
 
 
 def one_line(text: str) -> str:
@@ -46,6 +47,28 @@ def fail(message: str, code: int):
   sys.stdout.flush()
   print(f'error: {one_line(message)}', file=user_stderr(), flush=True)
   sys.exit(code)
+
+
+def exit_now(message: str, code: int) -> None:
+  """Prints `error: message` and ends the process at once, from any thread, skipping
+  cleanup that could hang (a save stuck on unreachable storage)."""
+  with _EXITING:  # one line, even when two threads get here together
+    stderr = user_stderr()
+    stderr.write(f'error: {one_line(message)}\n')
+    stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def deadline(seconds: float, message: str, code: int):
+  """Ends the process with `exit_now(message, code)` if the body runs longer than `seconds`."""
+  timer = threading.Timer(seconds, exit_now, [message, code])
+  timer.daemon = True
+  timer.start()
+  try:
+    yield
+  finally:
+    timer.cancel()
 
 
 def exit_after_failure(code) -> None:
@@ -233,18 +256,37 @@ def native_stderr_hidden(verbose: bool):
       os.close(saved)
 
 
+INTERRUPTED_AGAIN = 'interrupted again: stopped without saving'
+
+
 def install_stop_handlers(stop: list, stopping_message: str) -> None:
   """SIGTERM and the first Ctrl-C append to `stop` (the caller saves and stops); a second
-  Ctrl-C exits at once with status 130."""
+  Ctrl-C exits at once with status 130, also while a save is stuck.
+
+  Python runs signal handlers in the main thread between bytecodes, so a main thread
+  blocked inside a C++ call (a save to unreachable storage) would never see the second
+  Ctrl-C: a thread also watches the signal wake-up fd, which the C-level handler writes.
+  """
   def on_signal(signum, frame):
     del frame
     if signum == signal.SIGINT and stop:
-      fail('interrupted again: stopped without saving', 130)
+      exit_now(INTERRUPTED_AGAIN, 130)  # no cleanup: it may be what is stuck
     stop.append(signum)
     if signum == signal.SIGINT:
       print(f'{stopping_message} (Ctrl-C again to quit now)', file=sys.stderr, flush=True)
   signal.signal(signal.SIGTERM, on_signal)
   signal.signal(signal.SIGINT, on_signal)
+  read_end, write_end = os.pipe()
+  os.set_blocking(write_end, False)
+  signal.set_wakeup_fd(write_end)
+
+  def watch():
+    interrupts = 0
+    while True:
+      interrupts += os.read(read_end, 64).count(signal.SIGINT)
+      if interrupts >= 2:
+        exit_now(INTERRUPTED_AGAIN, 130)
+  threading.Thread(target=watch, name='second-ctrl-c', daemon=True).start()
 
 
 

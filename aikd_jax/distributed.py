@@ -53,10 +53,7 @@ _watchdog = None  # the PeerWatchdog of this process, once started
 
 def _exit_with(message: str) -> None:
   """Prints `error: message` and ends the process at once (from any thread)."""
-  stderr = console.user_stderr()  # this may run in the watchdog thread
-  stderr.write(f'error: {message}\n')
-  stderr.flush()
-  os._exit(DistributedError.exit_code)  # pylint: disable=protected-access
+  console.exit_now(message, DistributedError.exit_code)
 
 
 def _claim_process_id(coordinator: str, process_id: int) -> None:
@@ -121,19 +118,15 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
     if process_id == 0:
       _check_port_free(coordinator)
   message = _startup_message(coordinator, num_processes, process_id, timeout_s)
-  timer = threading.Timer(timeout_s, _exit_with, [message])
-  timer.daemon = True
-  timer.start()
   try:
-    jax.distributed.initialize(
-        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-        initialization_timeout=int(timeout_s) + _JAX_GRACE_S,
-        heartbeat_timeout_seconds=int(peer_timeout_s) + _JAX_GRACE_S)
+    with console.deadline(timeout_s, message, DistributedError.exit_code):
+      jax.distributed.initialize(
+          coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+          initialization_timeout=int(timeout_s) + _JAX_GRACE_S,
+          heartbeat_timeout_seconds=int(peer_timeout_s) + _JAX_GRACE_S)
   except (ValueError, TypeError, RuntimeError) as e:
     raise DistributedError(f'cannot start the multi-process run: '
                            f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
-  finally:
-    timer.cancel()
   if jax.process_count() > 1:
     _watchdog = PeerWatchdog(peer_timeout_s)
     _watchdog.start()

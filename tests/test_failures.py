@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -276,6 +277,8 @@ def test_first_ctrl_c_saves_and_exits_zero(finished, data_dirs, tmp_path):
 def test_second_ctrl_c_exits_at_once(monkeypatch, capsys):
   handlers, stop = {}, []
   monkeypatch.setattr(signal, 'signal', lambda signum, handler: handlers.update({signum: handler}))
+  monkeypatch.setattr(signal, 'set_wakeup_fd', lambda fd: -1)
+  monkeypatch.setattr(os, '_exit', lambda code: (_ for _ in ()).throw(SystemExit(code)))
   console.install_stop_handlers(stop, 'stopping')
   handlers[signal.SIGINT](signal.SIGINT, None)
   assert stop == [signal.SIGINT]
@@ -284,6 +287,45 @@ def test_second_ctrl_c_exits_at_once(monkeypatch, capsys):
   assert e.value.code == 130
   assert capsys.readouterr().err.strip().splitlines()[-1] == (
       'error: interrupted again: stopped without saving')
+
+
+# A process stuck as a save to unreachable storage would be: in a wait that never ends, in
+# Python (a cleanup that waits for the save) or in C (a lock acquired by a native call).
+_STUCK = {
+    'python_cleanup': 'try:\n  time.sleep(3600)\nfinally:\n  threading.Event().wait()\n',
+    # A default mutex locked twice: pthread_mutex_lock does not return on a signal.
+    'native_call': ('import ctypes\nlibc, mutex = ctypes.CDLL(None), ctypes.create_string_buffer(64)'
+                    '\nlibc.pthread_mutex_lock(mutex)\nlibc.pthread_mutex_lock(mutex)\n'),
+}
+
+
+@pytest.mark.parametrize('stuck', sorted(_STUCK))
+def test_second_ctrl_c_exits_while_a_save_is_stuck(stuck):
+  script = ('import threading, time\nfrom aikd_jax import console\n'
+            "console.install_stop_handlers([], 'stopping')\nprint('ready', flush=True)\n"
+            + _STUCK[stuck])
+  proc = subprocess.Popen([sys.executable, '-c', script], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == 'ready'
+  for _ in range(2):
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+  _, err = proc.communicate(timeout=10)
+  assert proc.returncode == 130, err
+  assert err.strip().splitlines()[-1] == 'error: interrupted again: stopped without saving'
+
+
+def test_a_stuck_checkpoint_save_ends_with_one_line_after_the_timeout(tmp_path):
+  script = ('import time\nimport orbax.checkpoint as ocp\nfrom aikd_jax import checkpointing\n'
+            'ocp.CheckpointManager.save = lambda *a, **k: time.sleep(3600)\n'
+            f'checkpointing.TrainCheckpointer({str(tmp_path)!r}).save(1, {{"w": 1.0}}, {{}})\n')
+  env = dict(os.environ, AIKD_JAX_SAVE_TIMEOUT_S='2')
+  start = time.monotonic()
+  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=120)
+  assert time.monotonic() - start < 60
+  line = one_error_line(proc, WorkdirError.exit_code)
+  assert f'a checkpoint save to {tmp_path} did not finish within 2 s' in line
 
 
 # -- out of space -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from aikd_jax import models
+from aikd_jax.tools import import_torch
 from tests.test_import_torch import _cli, _one_line, _snapshot
 
 
@@ -97,3 +98,16 @@ def test_hostile_output_is_one_line(monkeypatch, capsys, tmp_path, name, setup, 
       assert not any(os.path.exists(untouched / p / 'model.json') for p in partial)
       after = {k: v for k, v in after.items() if k.split('/')[0] not in partial}
     assert after == before
+
+
+def test_internal_error_is_one_line_naming_its_log(monkeypatch, capsys, tmp_path):
+  def bug(*args, **kwargs):
+    raise KeyError('a bug')
+  monkeypatch.setattr(import_torch, 'convert_state_dict', bug)
+  with pytest.raises(SystemExit) as e:
+    _cli(monkeypatch, capsys, tmp_path / 'out')
+  err = capsys.readouterr().err
+  assert e.value.code == 1 and err.startswith('error: internal error (KeyError'), err
+  log = err.split('the traceback is in ')[1].split('. Please')[0]
+  assert "KeyError: 'a bug'" in open(log).read()
+  assert not (tmp_path / 'out').exists()

@@ -33,6 +33,14 @@ def _workdir_with_config_json(tmp_path, data_dirs, text: str):
   return _smoke(tmp_path, data_dirs, workdir=workdir)
 
 
+def _below_a_file(tmp_path, data_dirs, cleanup):
+  del cleanup
+  (tmp_path / 'f').mkdir()
+  (tmp_path / 'f' / 'file').write_text('x')
+  args, _ = _smoke(tmp_path, data_dirs, workdir=tmp_path / 'f' / 'file' / 'w')
+  return args, str(tmp_path / 'f')
+
+
 def _mounted(tmp_path, cleanup, size: str):
   """A tmpfs of `size` at tmp_path/small (a full disk), unmounted by `cleanup`."""
   small = tmp_path / 'small'
@@ -74,6 +82,9 @@ CASES = [
         t, 'def get_config():\n  return confg\n'), 2, "NameError: name 'confg' is not defined"),
     ('get_config_returns_no_config', lambda t, d, c: _config_file(
         t, 'def get_config():\n  return 5\n'), 2, 'get_config must return a ConfigDict, got int'),
+    ('config_is_a_folder', lambda t, d, c: ([f'--config={t}', f'--workdir={t / "w"}'],
+                                            str(t / 'w')), 2, 'Is a directory'),
+    ('workdir_below_a_file', _below_a_file, 4, 'is a file, not a folder'),
     ('config_json_is_a_list', lambda t, d, c: _workdir_with_config_json(t, d, '[1, 2]'), 4,
      "config.json is damaged (the run's config is JSON but a list, not an object)"),
     ('config_json_is_null', lambda t, d, c: _workdir_with_config_json(t, d, 'null'), 4,

@@ -76,6 +76,26 @@ def test_results_and_exported_model_on_gcs(gcs, monkeypatch):
   assert jax.tree.all(jax.tree.map(np.array_equal, loaded, jax.device_get(variables)))
 
 
+def test_model_export_interrupted_on_gcs_keeps_the_old_model(gcs, monkeypatch):
+  """A folder cannot be renamed on GCS: model.json, uploaded in one piece, switches."""
+  del gcs
+  target = 'gs://bkt/w/interrupted/model'
+  module = models.create('preact_resnet18', 10, width=4)
+  old = jax.device_get(module.init(jax.random.PRNGKey(0), np.zeros((1, 28, 28, 1)), train=False))
+  new = jax.tree.map(lambda x: x + 1, old)
+  export = lambda v: checkpointing.save_model(target, arch='preact_resnet18', num_classes=10,
+                                              options={'width': 4}, variables=v)
+  export(old)
+  with monkeypatch.context() as m:  # killed after the new variables, before model.json
+    m.setattr(paths, 'write_text_atomic', lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+      export(new)
+  assert jax.tree.all(jax.tree.map(np.array_equal, models.load(target)[1], old))
+  export(new)
+  assert jax.tree.all(jax.tree.map(np.array_equal, models.load(target)[1], new))
+  assert sorted(p.name for p in epath.Path(target).iterdir()) == ['model.json', 'variables.2']
+
+
 def test_train_checkpoints_on_gcs(gcs):
   del gcs
   ckpt = checkpointing.TrainCheckpointer('gs://bkt/w/student/checkpoints', max_to_keep=2)

@@ -57,7 +57,7 @@ def test_every_executor_gets_the_same_config(data_dirs, tmp_path):
 
 
 @pytest.mark.parametrize('content, says', [
-    ('[1, 2]', 'not a sweep plan'), ('{"base_config": {}, "cells": [{"index": 0}]}',
+    ('[1, 2]', 'a list, not an object'), ('{"base_config": {}, "cells": [{"index": 0}]}',
                                      'wrong shape'),
     ('{"base_config": 1}', 'no base_config'), ('{"base', 'is damaged')])
 def test_a_damaged_plan_is_one_line(tmp_path, content, says):

@@ -2,38 +2,18 @@
 
 A method is one module here (see `base.py` for the interface): it defines a `Method`
 subclass and, when it has hyper-parameters, a frozen config dataclass for its group
-`config.<group>`, and calls `register`. Modules are found by name, so adding a method
-edits no other file (docs/architecture.md, "Adding a method").
+`config.<group>`, and calls `registry.register` (methods/registry.py). Modules are found
+by name, so adding a method edits no other file (docs/architecture.md, "Adding a method").
 """
-import dataclasses
 import importlib
 import pkgutil
 
 from aikd_jax.errors import ConfigError
+from aikd_jax.methods import registry
+from aikd_jax.methods.registry import Registration
 
 
-@dataclasses.dataclass(frozen=True)
-class Registration:
-  name: str
-  cls: type  # a `base.Method` subclass, built by its `from_config`
-  group: str | None = None  # the config group of its hyper-parameters
-  config_cls: type | None = None  # the frozen dataclass of that group
-
-
-_REGISTRY: dict[str, Registration] = {}
-_GROUPS: dict[str, type] = {}
 _LOADED = False
-
-
-def register(name: str, cls: type, *, group: str | None = None,
-             config_cls: type | None = None):
-  """Registers method `name`: `cls.from_config(name, config.<group>, run_config)` builds it."""
-  if name in _REGISTRY:
-    raise ValueError(f'method {name!r} registered twice')
-  if group is not None:
-    if _GROUPS.setdefault(group, config_cls) is not config_cls:
-      raise ValueError(f'config group {group!r} registered with two classes')
-  _REGISTRY[name] = Registration(name, cls, group, config_cls)
 
 
 def _load_all() -> None:
@@ -47,21 +27,21 @@ def _load_all() -> None:
 
 def names() -> list[str]:
   _load_all()
-  return sorted(_REGISTRY)
+  return sorted(registry.REGISTRY)
 
 
 def config_groups() -> dict[str, type]:
   """Group name -> frozen dataclass, for every method group (config.py checks them)."""
   _load_all()
-  return dict(_GROUPS)
+  return dict(registry.GROUPS)
 
 
 def registration(name: str) -> Registration:
   _load_all()
-  if name not in _REGISTRY:
+  if name not in registry.REGISTRY:
     raise ConfigError(f'unknown method {name!r}; known: {", ".join(names())}: '
                       'fix --config.method')
-  return _REGISTRY[name]
+  return registry.REGISTRY[name]
 
 
 def create(config):

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aikd_jax import losses, methods, models
-from aikd_jax.config import BELOW_ONE, NON_NEGATIVE, POSITIVE, field, one_of
-from aikd_jax.methods import base
+from aikd_jax import losses, models
+from aikd_jax.fields import BELOW_ONE, NON_NEGATIVE, POSITIVE, field, one_of
+from aikd_jax.methods import base, registry
 
 _ABLATIONS = {
     'aikd': {},
@@ -183,4 +183,4 @@ class AIKD(base.Method):
 
 
 for _name in _ABLATIONS:
-  methods.register(_name, AIKD, group='aikd', config_cls=AIKDConfig)
+  registry.register(_name, AIKD, group='aikd', config_cls=AIKDConfig)

@@ -1,7 +1,7 @@
 """The method interface: what a training objective tells the generic step, state and loop.
 
 A method is one module in `aikd_jax/methods/` that subclasses `Method` and calls
-`methods.register(...)`. The generic layers ask it:
+`registry.register(...)`. The generic layers ask it:
 - `batch`: 'plain' or 'paired' (CS-KD's class pairs: 'pair_image', 'pair_label');
 - `needs_superior`: whether the step runs the frozen superior (then phase 1 trains one);
 - `features`: whether the student's forward returns stage outputs and the pre-pool map;

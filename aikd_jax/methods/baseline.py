@@ -1,6 +1,6 @@
 """Plain cross-entropy: the paper's Baseline, and the superior's phase-1 objective."""
-from aikd_jax import losses, methods
-from aikd_jax.methods import base
+from aikd_jax import losses
+from aikd_jax.methods import base, registry
 
 
 class CrossEntropy(base.Method):
@@ -11,4 +11,4 @@ class CrossEntropy(base.Method):
     return ce, {'ce': ce}
 
 
-methods.register('baseline', CrossEntropy)
+registry.register('baseline', CrossEntropy)

@@ -10,9 +10,9 @@ import dataclasses
 
 import jax
 
-from aikd_jax import losses, methods
-from aikd_jax.config import NON_NEGATIVE, POSITIVE, field
-from aikd_jax.methods import base
+from aikd_jax import losses
+from aikd_jax.fields import NON_NEGATIVE, POSITIVE, field
+from aikd_jax.methods import base, registry
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,4 +35,4 @@ class CSKD(base.Method):
     return loss, terms, out.logits, stats
 
 
-methods.register('cskd', CSKD, group='cskd', config_cls=CSKDConfig)
+registry.register('cskd', CSKD, group='cskd', config_cls=CSKDConfig)

@@ -11,9 +11,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from aikd_jax import losses, methods
-from aikd_jax.config import UNIT, field
-from aikd_jax.methods import base
+from aikd_jax import losses
+from aikd_jax.fields import UNIT, field
+from aikd_jax.methods import base, registry
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,4 +53,4 @@ class PSKD(base.Method):
     return {'table': state['table'].at[inputs.batch['id']].set(probs)}, {}
 
 
-methods.register('pskd', PSKD, group='pskd', config_cls=PSKDConfig)
+registry.register('pskd', PSKD, group='pskd', config_cls=PSKDConfig)

@@ -5,10 +5,10 @@ outputs of the same forward; ramp = min(1, (epoch + 1) / 20). No state.
 """
 import dataclasses
 
-from aikd_jax import losses, methods
-from aikd_jax.config import NON_NEGATIVE, field
+from aikd_jax import losses
+from aikd_jax.fields import NON_NEGATIVE, field
 from aikd_jax.errors import ConfigError
-from aikd_jax.methods import base
+from aikd_jax.methods import base, registry
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,4 +36,4 @@ class TFFD(base.Method):
                             losses.tffd_ramp(inputs.epoch))
 
 
-methods.register('tffd', TFFD, group='tffd', config_cls=TFFDConfig)
+registry.register('tffd', TFFD, group='tffd', config_cls=TFFDConfig)

@@ -6,9 +6,9 @@ the frozen superior's eval-mode logits on the same (augmented, mixed) batch / T.
 """
 import dataclasses
 
-from aikd_jax import losses, methods
-from aikd_jax.config import POSITIVE, UNIT, field
-from aikd_jax.methods import base
+from aikd_jax import losses
+from aikd_jax.fields import POSITIVE, UNIT, field
+from aikd_jax.methods import base, registry
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -28,4 +28,4 @@ class TFKD(base.Method):
                             self.c.alpha, self.c.temperature, self.c.multiplier)
 
 
-methods.register('tfkd', TFKD, group='tfkd', config_cls=TFKDConfig)
+registry.register('tfkd', TFKD, group='tfkd', config_cls=TFKDConfig)

@@ -8,9 +8,9 @@ same forward: the classifier head applied at every position of the pre-pool map
 """
 import dataclasses
 
-from aikd_jax import losses, methods
-from aikd_jax.config import NON_NEGATIVE, field
-from aikd_jax.methods import base
+from aikd_jax import losses
+from aikd_jax.fields import NON_NEGATIVE, field
+from aikd_jax.methods import base, registry
 
 # The classifier head's name: PreAct ResNets and the CIFAR DenseNet, torchvision ResNets,
 # torchvision DenseNet.
@@ -49,4 +49,4 @@ class ZipfLS(base.Method):
     return loss, terms, out.logits, new_stats
 
 
-methods.register('zipf_ls', ZipfLS, group='zipf_ls', config_cls=ZipfLSConfig)
+registry.register('zipf_ls', ZipfLS, group='zipf_ls', config_cls=ZipfLSConfig)

@@ -216,8 +216,8 @@ def check_output(output: str, overwrite: bool) -> None:
   if entries and not overwrite:
     raise WorkdirError(f'--output {output} already holds files (an exported model?); nothing '
                        'was changed: choose a new folder, or add --overwrite to replace it')
-  exported = (checkpointing.MODEL_JSON, 'variables')
-  others = [e for e in entries if e not in exported]
+  exported = (checkpointing.MODEL_JSON, checkpointing.VARIABLES)
+  others = [e for e in entries if e != exported[0] and e.split('.')[0] != exported[1]]
   if others:
     raise WorkdirError(f'--output {output} holds files that are not an exported model (e.g. '
                        f'{others[0]}); --overwrite replaces only an exported model '
@@ -279,6 +279,8 @@ def main(argv=None) -> int:
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return e.exit_code
+  except Exception:  # pylint: disable=broad-except  (a bug: its traceback goes to a log file)
+    console.fail_internal(console.LOCAL_LOG_ROOT)
   n = sum(a.size for a in jax.tree.leaves(variables['params']))
   print(f'wrote {args.output}: {args.arch}, {args.num_classes} classes, {n:,} parameters')
   return 0
