@@ -19,7 +19,7 @@ def _command(data_dirs, workdir):
   return [sys.executable, '-m', 'aikd_jax.sweep', '--config=configs/demo.py:smoke',
           f'--config.data.manual_dir={data_dirs["manual_dir"]}',
           f'--config.data.tfds_dir={data_dirs["tfds_dir"]}', '--config.data.train_subset=96',
-          '--config.data.eval_subset=40', '--config.num_epochs=20', f'--workdir={workdir}',
+          '--config.data.eval_subset=40', '--config.num_epochs=12', f'--workdir={workdir}',
           '--methods=baseline,aikd', '--seeds=0', '--submit=local', '--parallel=2']
 
 
@@ -29,7 +29,7 @@ def test_a_stopped_local_pool_resumes_and_respects_dependencies(data_dirs, tmp_p
                           text=True)
   superior_log = workdir / 'superior' / 'seed0' / 'log.txt'
   deadline = time.monotonic() + 300
-  while not (superior_log.exists() and re.search(r'superior epoch \d+/20 step',
+  while not (superior_log.exists() and re.search(r'superior epoch \d+/12 step',
                                                  superior_log.read_text())):
     assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
     time.sleep(0.2)

@@ -99,12 +99,12 @@ def _wait_for(path, pattern, timeout_s=300):
 
 def test_a_cancelled_cell_resubmitted_resumes_and_ends_identical(on_cluster, data_dirs,
                                                                  tmp_path):
-  base = smoke_config(data_dirs, num_epochs=60)  # 180 steps: cancelled well before the end
+  base = smoke_config(data_dirs, num_epochs=30)  # 90 steps: cancelled well before the end
   reference = sweep.run_sweep(base, str(tmp_path / 'local'), ['baseline'], [0],
                               log=lambda line: None).results['baseline seed 0']
   plan, jobs = _submit(tmp_path / 'slurm', base, ['baseline'], [0])
   cell = plan.cells[0]
-  _wait_for(os.path.join(cell.workdir, 'log.txt'), r'student epoch \d+/60 step \d+/180')
+  _wait_for(os.path.join(cell.workdir, 'log.txt'), r'student epoch \d+/30 step \d+/90')
   lines = []
   assert slurm.submit(plan, [cell], slurm.Options(), False, lines.append) == []
   assert lines == ['sweep: cells 0 are still queued or running in SLURM: not submitted again',
