@@ -12,7 +12,7 @@ from absl import logging
 from etils import epath
 import jax
 
-from aikd_jax import checkpointing, console, distributed, evaluation, methods, models, preflight
+from aikd_jax import checkpointing, console, distributed, methods, models, preflight
 from aikd_jax import results
 from aikd_jax import paths, sharding, shared_workdir
 from aikd_jax import config as config_lib
@@ -20,7 +20,7 @@ from aikd_jax import workdir_lock
 from aikd_jax.data import datasets
 from aikd_jax.data.pipeline import Pipeline
 from aikd_jax.errors import WorkdirError
-from aikd_jax.train import loop, steps
+from aikd_jax.train import loop
 
 
 def superior_config(config: config_lib.RunConfig) -> config_lib.RunConfig:
@@ -108,35 +108,20 @@ def load_superior(config, model_dir: str, num_classes: int) -> dict:
                                   key='the superior')[1]
 
 
-def _evaluate_imported_superior(config, pipeline, model_dir: str, superior_dir: str,
-                                mesh) -> None:
-  """With `superior_init`, phase 1 only scores the given superior on the test set."""
-  variables = load_superior(config, model_dir, pipeline.num_classes)
-  model = models.create(config.model.arch, pipeline.num_classes, **loop.model_options(config))
-  logits, features, labels = loop.eval_outputs(
-      jax.jit(steps.make_eval_step(model)), jax.device_put(variables, sharding.replicated(mesh)),
-      pipeline, mesh)
-  metrics = evaluation.classification_metrics(logits, labels, pipeline.num_classes)
-  sup_config = dataclasses.replace(superior_config(config), num_epochs=0)
-  out = results.phase_results(phase='superior', config=sup_config, metrics=metrics, steps=0,
-                              train_time_s=0.0, best=(metrics['top1_err'], 0))
-  out.update(method='imported', seed=None, source=paths.absolute(model_dir))
-  results.write(superior_dir, out, logits, labels, features, 'superior (imported)')
-
-
 def _run_superior(config, workdir: str, pipeline, mesh, stop_requested) -> tuple[str, dict]:
   """Makes sure a finished superior exists; returns (its exported model folder, results)."""
   superior_dir, model_dir = _superior_paths(config, workdir)
   done = finished_results(superior_dir)
   if done is not None:
     return model_dir, done
-  if config.superior_init:
-    _evaluate_imported_superior(config, pipeline, model_dir, superior_dir, mesh)
-  elif config.superior_workdir:
+  if config.superior_workdir:
     raise WorkdirError(_no_superior_message(config, superior_dir))
+  sup_config = superior_config(config)
+  phase = loop.Phase('superior', superior_dir, sup_config, methods.create(sup_config))
+  if config.superior_init:  # phase 1 only scores the given superior on the test set
+    variables = load_superior(config, model_dir, pipeline.num_classes)
+    loop.score_phase(phase, variables, model_dir, pipeline, mesh)
   else:
-    sup_config = superior_config(config)
-    phase = loop.Phase('superior', superior_dir, sup_config, methods.create(sup_config))
     loop.train_phase(phase, pipeline.reseeded(sup_config.seed), mesh, stop_requested)
   return model_dir, _read_results(superior_dir)
 

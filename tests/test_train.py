@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from aikd_jax import checkpointing, models, run
+from aikd_jax import results as results_lib
 from aikd_jax.data.pipeline import Pipeline
 from aikd_jax.errors import UserError
 from aikd_jax.train import loop
@@ -247,6 +248,36 @@ def test_superior_init_and_model_init(finished, data_dirs, tmp_path):
   assert scored == {k: results['superior'][k] for k in ('top1_err', 'nll')}
   assert out['superior']['method'] == 'imported' and out['student']['epochs'] == 1
   assert 'superior' in run.summary(out, config, str(tmp_path))
+
+
+def test_score_phase_writes_a_trained_phases_results_for_0_epochs(finished, data_dirs,
+                                                                 tmp_path):
+  """Scoring the exported superior gives its trained phase's numbers, marked 'imported'."""
+  from aikd_jax import config as config_lib, methods, sharding  # pylint: disable=g-import-not-at-top
+  workdir, results = finished
+  model_dir = os.path.join(workdir, 'superior', 'model')
+  config = run.superior_config(config_lib.parse(smoke_config(data_dirs)))
+  phase = loop.Phase('superior', str(tmp_path), config, methods.create(config))
+  variables = checkpointing.load_model(model_dir)[1]
+  returned = loop.score_phase(phase, variables, model_dir, Pipeline(config), sharding.make_mesh())
+  out = read_json(tmp_path / 'results.json')  # inf as 'inf', like the trained phase's
+  assert list(returned) == list(out) == [*results_lib.KEYS, 'source']
+  trained = results['superior']
+  for key in results_lib.METRIC_KEYS + ('phase', 'dataset', 'arch', 'superior'):
+    same = (pytest.approx(trained[key], abs=1e-6) if isinstance(trained[key], float)
+            else trained[key])
+    assert out[key] == same, key
+  assert (out['method'], out['seed'], out['source']) == ('imported', None, model_dir)
+  assert (out['epochs'], out['steps'], out['train_time_s'], out['images_per_s']) == (0, 0, 0.0, 0.0)
+  assert (out['best_top1_err'], out['best_epoch'], out['throughput']) == (out['top1_err'], 0, None)
+  assert out['provenance']['config']['num_epochs'] == 0
+  # Nothing trained or exported: no checkpoints, no model, no summaries.
+  assert sorted(os.listdir(tmp_path)) == ['predictions.npz', 'reliability.png', 'results.json']
+  with np.load(tmp_path / 'predictions.npz') as scored, \
+       np.load(os.path.join(workdir, 'superior', 'predictions.npz')) as saved:
+    assert sorted(scored.files) == ['features', 'labels', 'logits']
+    np.testing.assert_array_equal(scored['labels'], saved['labels'])
+    np.testing.assert_allclose(scored['logits'], saved['logits'], atol=1e-5)
 
 
 def test_model_init_overlay_keeps_a_new_head():

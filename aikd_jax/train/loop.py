@@ -78,11 +78,11 @@ def _mean_metrics(pending: list[tuple[int, dict]]) -> dict:
   return {k: float(np.mean([m[k] for _, m in pending])) for k in pending[0][1]}
 
 
-def eval_outputs(eval_step, variables, pipeline, mesh, with_features: bool = True):
-  """(logits, penultimate features, labels) of every test example once (padding dropped).
+def evaluate(eval_step, variables, pipeline, mesh, with_features: bool = True):
+  """(metrics, logits, penultimate features, labels) of every test example once.
 
-  Features (None unless `with_features`) are copied to the host only when asked for: only
-  the final evaluation writes them.
+  Padding is dropped. Features (None unless `with_features`) are copied to the host only
+  when asked for: only the final evaluation writes them.
   """
   logits, features, labels = [], [], []
   for batch in pipeline.eval_batches():
@@ -93,8 +93,10 @@ def eval_outputs(eval_step, variables, pipeline, mesh, with_features: bool = Tru
     if with_features:
       features.append(sharding.to_host(f)[keep])
     labels.append(sharding.to_host(batch['label'])[keep])
+  logits, labels = np.concatenate(logits), np.concatenate(labels)
   features = np.concatenate(features) if with_features else None
-  return np.concatenate(logits), features, np.concatenate(labels)
+  metrics = evaluation.classification_metrics(logits, labels, pipeline.num_classes)
+  return metrics, logits, features, labels
 
 
 class _Trainer:
@@ -239,16 +241,15 @@ class _Trainer:
     Features come with the last epoch's evaluation only (None before).
     """
     with self.report.timed('eval'):
-      logits, features, labels = eval_outputs(
-          self.eval_step, state_lib.variables_of(self.state.student), self.pipeline, self.mesh,
-          with_features=epoch + 1 == self.config.num_epochs)
-      metrics = evaluation.classification_metrics(logits, labels, self.pipeline.num_classes)
+      final = evaluate(self.eval_step, state_lib.variables_of(self.state.student),
+                       self.pipeline, self.mesh, with_features=epoch + 1 == self.config.num_epochs)
+    metrics = final[0]
     if metrics['top1_err'] < self.best[0]:
       self.best = (float(metrics['top1_err']), epoch + 1)
     self.writer.write_scalars((epoch + 1) * self.spe, {f'eval/{k}': v for k, v in metrics.items()})
     logging.info('%s epoch %d/%d eval: %s', self.phase.name, epoch + 1, self.config.num_epochs,
                  ', '.join(f'{k} {v:.4g}' for k, v in metrics.items()))
-    return metrics, logits, features, labels
+    return final
 
   def close(self):
     self.ckpt.close()
@@ -256,22 +257,41 @@ class _Trainer:
     self.writer.close()
 
 
-def _finish(trainer: _Trainer, metrics: dict, logits, features, labels) -> dict:
-  """Exports the model, then writes the phase's results (results.json last: done marker)."""
-  phase, config = trainer.phase, trainer.config
-  checkpointing.save_model(paths.join(phase.directory, checkpointing.MODEL_DIR),
-                           arch=config.model.arch,
-                           num_classes=trainer.pipeline.num_classes,
-                           options=model_options(config),
-                           variables=state_lib.variables_of(trainer.state.student))
-  steps_done = config.num_epochs * trainer.spe
-  out = results.phase_results(
-      phase=phase.name, config=config, metrics=metrics, steps=steps_done,
-      train_time_s=trainer.train_time_s, best=trainer.best, superior=phase.superior_info,
-      throughput=trainer.throughput(steps_done, trainer.train_time_s))
+def _finish(phase: Phase, pipeline, variables, final, *, source: str | None = None,
+            **training) -> dict:
+  """Writes a finished phase's outputs from its final evaluation `final`; returns results.
+
+  A trained phase's model is exported first; a scored one's stays at `source`. results.json
+  comes last (the done marker). `training`: steps, train_time_s, best (and throughput).
+  """
+  metrics, logits, features, labels = final
+  config = phase.config
+  if source is None:
+    checkpointing.save_model(paths.join(phase.directory, checkpointing.MODEL_DIR),
+                             arch=config.model.arch, num_classes=pipeline.num_classes,
+                             options=model_options(config), variables=variables)
+  out = results.phase_results(phase=phase.name, config=config, metrics=metrics,
+                              superior=phase.superior_info, **training)
+  if source is not None:
+    out.update(method='imported', seed=None, source=source)
   results.write(phase.directory, out, logits, labels, features,
-                f'{phase.name} ({phase.method.name})')
+                f'{phase.name} ({"imported" if source else phase.method.name})')
   return out
+
+
+def score_phase(phase: Phase, variables: dict, source: str, pipeline, mesh) -> dict:
+  """Scores given weights (the exported model at `source`) as a finished phase of 0 epochs.
+
+  Nothing trains and nothing is exported: the phase's results say method 'imported', seed
+  None and `source` (e.g. a superior given with `superior_init`).
+  """
+  phase = dataclasses.replace(phase, config=dataclasses.replace(phase.config, num_epochs=0))
+  model = models.create(phase.config.model.arch, pipeline.num_classes,
+                        **model_options(phase.config))
+  final = evaluate(jax.jit(steps.make_eval_step(model)),
+                   jax.device_put(variables, sharding.replicated(mesh)), pipeline, mesh)
+  return _finish(phase, pipeline, None, final, source=paths.absolute(source), steps=0,
+                 train_time_s=0.0, best=(final[0]['top1_err'], 0))
 
 
 def _state_megabytes(state) -> float:
@@ -315,4 +335,7 @@ def _train(trainer: _Trainer) -> dict:
   if final is None:  # restored after the last epoch, before results were written
     final = trainer.evaluate(config.num_epochs - 1)
   trainer.ckpt.wait()
-  return _finish(trainer, *final)
+  steps_done = config.num_epochs * trainer.spe
+  return _finish(trainer.phase, trainer.pipeline, state_lib.variables_of(trainer.state.student),
+                 final, steps=steps_done, train_time_s=trainer.train_time_s, best=trainer.best,
+                 throughput=trainer.throughput(steps_done, trainer.train_time_s))
