@@ -68,7 +68,8 @@ def parse(command: Command, argv: list) -> Args:
     console.fail(f'expected one {command.words}, got {len(words)} words (see python -m '
                  f'{command.prog} --help)', ConfigError.exit_code)
   elif not words:
-    console.fail(f'expected {command.words} (see python -m {command.prog} --help)',
+    console.fail(f'expected at least one {command.words.rstrip(".")} (see python -m '
+                 f'{command.prog} --help)',
                  ConfigError.exit_code)
   return Args(flag_values, words, [])
 
