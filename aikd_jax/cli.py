@@ -15,6 +15,7 @@ defaults. absl's own flags (--flagfile, logging's --v) stay on the global FLAGS.
 from collections.abc import Callable
 import dataclasses
 import sys
+import types
 
 from absl import app, flags
 
@@ -31,6 +32,10 @@ class Args:
   flags: flags.FlagValues
   words: list
   stop: list
+
+  def options(self, *names: str) -> types.SimpleNamespace:
+    """The values of the flags `names`, as attributes."""
+    return types.SimpleNamespace(**{name: self.flags[name].value for name in names})
 
 
 @dataclasses.dataclass(frozen=True)

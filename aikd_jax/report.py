@@ -25,7 +25,6 @@ import json
 import math
 import os
 import sys
-import types
 import zipfile
 
 from absl import flags
@@ -441,8 +440,8 @@ def write_report(args) -> list[str]:
 
 
 def _main(args: cli.Args) -> int:
-  options = types.SimpleNamespace(dirs=args.words,
-                                  **{name: args.flags[name].value for name in _FLAGS})
+  options = args.options(*_FLAGS)
+  options.dirs = args.words
   try:
     for path in write_report(options):
       print(path)
