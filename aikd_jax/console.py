@@ -127,8 +127,8 @@ def reject_positional(argv) -> None:
   """
   extra = list(argv[1:])
   if extra:
-    fail(f'unexpected argument {extra[0]!r}: every option is a flag (--config.KEY=VALUE, '
-         '--workdir=DIR); quote a path that has spaces', ConfigError.exit_code)
+    fail(f'unexpected argument {extra[0]!r}: every option is a flag (--help lists them); '
+         'quote a path that has spaces', ConfigError.exit_code)
 
 
 def _where_raised(error: BaseException) -> str:
@@ -146,11 +146,11 @@ def _bad_config(error: BaseException):
        f'{": " + text if text else ""}', ConfigError.exit_code)
 
 
-def parse_flags(argv):
+def parse_flags(argv, flag_values=flags.FLAGS, known_only=False):
   """absl flag parsing; a bad flag or config file (missing, syntax error, a get_config
   that raises anything) is one line."""
   try:
-    return flags.FLAGS(argv)
+    return flag_values(argv, known_only=known_only)
   except flags.Error as e:
     lines = [l for l in str(e).splitlines() if l.strip()]
     fail(f'bad flag: {lines[-1] if lines else repr(e)}', ConfigError.exit_code)
@@ -158,19 +158,6 @@ def parse_flags(argv):
     fail(f'--config {e.filename} line {e.lineno}: {e.msg}', ConfigError.exit_code)
   except Exception as e:  # pylint: disable=broad-except  (the user's get_config runs here)
     _bad_config(e)
-
-
-def like_python_m(module_name: str) -> None:
-  """A console script (aikd-train) starts as `python -m module_name` would.
-
-  The working directory goes first on sys.path, so config files import their siblings
-  (`from configs import default`). absl's --help lists the flags of the module named by
-  sys.argv[0], here the script, not `module_name`, which defined them: it lists those.
-  """
-  if module_name != '__main__':
-    sys.path.insert(0, os.getcwd())
-  for flag in flags.FLAGS.get_key_flags_for_module(module_name):
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def config_value(holder):

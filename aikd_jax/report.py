@@ -18,7 +18,6 @@ with one `warning:` line naming it. The report fails (one `error:` line, exit 4)
 when no run is usable or REPORT_DIR cannot be written; every output is written
 atomically, so an interrupted report leaves the previous file or the new one.
 """
-import argparse
 import csv
 import errno
 import io
@@ -28,11 +27,12 @@ import os
 import sys
 import zipfile
 
+from absl import flags
 from etils import epath
 import numpy as np
 
-from aikd_jax import console, evaluation, paths, report_sections
-from aikd_jax.errors import ConfigError, OutOfSpaceError, UserError, WorkdirError
+from aikd_jax import cli, console, evaluation, paths, report_sections
+from aikd_jax.errors import ConfigError, OutOfSpaceError, WorkdirError
 from aikd_jax.report_sections import (METHOD_NAMES, PHASES, Pending, Row, Run, build_rows,
                                       build_sections, setting_title)
 # The sweep's summary formats its cells as the report does.
@@ -361,43 +361,23 @@ def csv_text(rows: list[dict]) -> str:
 # -- main -----------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-  """A bad flag is one `error:` line (exit 2), not argparse's usage block."""
-
-  def error(self, message):
-    raise ConfigError(f'{message} (see python -m aikd_jax.report --help)')
+_FLAGS = ('out', 'layout', 'tsne', 'tsne_classes', 'tsne_max_per_class', 'tsne_perplexity')
 
 
-def _in_range(kind, check, says):
-  """An argparse type: `kind(text)` that must pass `check` (else the message `says`)."""
-  def parse(text):
-    try:
-      value = kind(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f'{text!r} is not {_KIND_NAMES[kind]}') from None
-    if not check(value):
-      raise argparse.ArgumentTypeError(f'{text} {says}')
-    return value
-  return parse
-
-
-def _parse_args(argv):
-  parser = _Parser(prog='python -m aikd_jax.report', description=__doc__,
-                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('dirs', nargs='+', metavar='DIR', help='sweep folders or workdirs')
-  parser.add_argument('--out', default='report', help='output folder (default: report)')
-  parser.add_argument('--layout', choices=LAYOUTS, default='by_setting',
-                      help='by_setting: a block per (dataset, arch) (default); paper: '
-                           'Tables 2-4 as printed, datasets as columns')
-  parser.add_argument('--tsne', action='store_true', help='also draw t-SNE figures')
-  positive = _in_range(int, lambda v: v >= 1, 'must be >= 1')
-  parser.add_argument('--tsne_classes', type=positive, default=20,
-                      help='classes in the t-SNE subset (default 20, as the paper)')
-  parser.add_argument('--tsne_max_per_class', type=positive, default=100,
-                      help='test examples per class at most (default 100)')
-  parser.add_argument('--tsne_perplexity', default=30.0,
-                      type=_in_range(float, lambda v: 0 < v < math.inf, 'must be > 0'))
-  return parser.parse_args(argv)
+def _define_flags(values: flags.FlagValues) -> None:
+  define = lambda kind, name, default, *rest: kind(name, default, *rest, flag_values=values)
+  define(flags.DEFINE_string, 'out', 'report', 'Output folder.')
+  define(flags.DEFINE_enum, 'layout', 'by_setting', LAYOUTS, 'by_setting: a block per '
+         '(dataset, arch); paper: Tables 2-4 as printed, datasets as columns.')
+  define(flags.DEFINE_bool, 'tsne', False, 'Also draw t-SNE figures.')
+  define(flags.DEFINE_integer, 'tsne_classes', 20, 'Classes in the t-SNE subset (20, as the '
+         'paper).')
+  define(flags.DEFINE_integer, 'tsne_max_per_class', 100, 'Test examples per class at most.')
+  define(flags.DEFINE_float, 'tsne_perplexity', 30.0, 'The t-SNE perplexity.')
+  for name in ('tsne_classes', 'tsne_max_per_class'):
+    flags.register_validator(name, lambda v: v >= 1, 'must be >= 1', flag_values=values)
+  flags.register_validator('tsne_perplexity', lambda v: 0 < v < math.inf,
+                           'must be > 0 and finite', flag_values=values)
 
 
 def check_inputs(dirs: list[str]) -> None:
@@ -459,18 +439,30 @@ def write_report(args) -> list[str]:
   return [paths.join(args.out, n) for n in names]
 
 
-def main(argv=None) -> int:
+def _main(args: cli.Args) -> int:
+  options = args.options(*_FLAGS)
+  options.dirs = args.words
   try:
-    for path in write_report(_parse_args(argv)):
+    for path in write_report(options):
       print(path)
-  except UserError as e:
-    print(f'error: {console.one_line(e)}', file=sys.stderr)
-    return e.exit_code
   except KeyboardInterrupt:  # outputs are written atomically: none is half-written
     print('error: interrupted; the outputs written so far are whole', file=sys.stderr)
     return 130
   return 0
 
 
+COMMAND = cli.Command('aikd_jax.report', __doc__, _define_flags, _main, words='DIR...')
+
+
+def main(argv: list) -> int:
+  """`python -m aikd_jax.report` on `argv` (without the program's name); the exit status."""
+  return cli.main(COMMAND, argv)
+
+
+def run() -> None:
+  """The `python -m aikd_jax.report` process."""
+  cli.run(COMMAND)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  run()

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from aikd_jax import cells as cells_lib, console, local_pool, paths, plan as plan_lib
+from aikd_jax import cells as cells_lib, cli, console, local_pool, paths, plan as plan_lib
 from aikd_jax import report, slurm
 from aikd_jax.errors import CELL_STOPPED, ConfigError, UserError, WorkdirError
 
@@ -333,44 +333,42 @@ def run_one_cell(plan: plan_lib.Plan, index: int, stop) -> int:
 # -- the command line -----------------------------------------------------------------
 
 
-def _define_flags():
+def _define_flags(values) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_dict, config_flags  # pylint: disable=g-import-not-at-top
-  config = config_flags.DEFINE_config_file('config', None, 'Base config (ml_collections).',
-                                           lock_config=True)
+  config_flags.DEFINE_config_file('config', None, 'Base config (ml_collections).',
+                                  flag_values=values, lock_config=True)
   # .extra: ';'-separated sbatch options on the command line.
   slurm_defaults = config_dict.ConfigDict({**dataclasses.asdict(slurm.Options()), 'extra': ''})
-  defined = {
-      'slurm': config_flags.DEFINE_config_dict(
-          'slurm', slurm_defaults, 'With --submit=slurm: what each cell asks of SLURM '
-          '(--slurm.partition, .account, .time, .gpus, .cpus, .mem, .throttle, .extra).'),
-      'workdir': flags.DEFINE_string('workdir', None, 'The sweep folder.'),
-      'methods': flags.DEFINE_string('methods', None, 'Comma-separated methods (default: the '
-                                     "preset's, else the paper's Table 2 methods)."),
-      'seeds': flags.DEFINE_string('seeds', None, 'Comma-separated seeds (default: the '
-                                   "preset's, else 0,1,2)."),
-      'sweep': flags.DEFINE_string('sweep', None, 'A preset (configs/sweeps/*.py): its SWEEP '
-                                   'grid, and its get_config() when --config is not given.'),
-      'variants': flags.DEFINE_string('variants', None, "Only these of the preset's variants."),
-      'submit': flags.DEFINE_enum('submit', 'inprocess', SUBMIT, 'Where the cells run: '
-                                  'inprocess (one after another here), local (--parallel '
-                                  'subprocesses, one GPU each), slurm (job arrays), none '
-                                  '(write the plan only).'),
-      'parallel': flags.DEFINE_integer('parallel', None, 'With --submit=local: cells at once '
-                                       '(default: one per visible GPU, else 1).'),
-      'dry_run': flags.DEFINE_bool('dry_run', False, 'With --submit=slurm: print the script '
-                                   'and the sbatch commands; submit and write nothing.'),
-      'cell': flags.DEFINE_string('cell', None, 'Run only this cell of DIR\'s plan; a bare '
-                                  '--cell reads SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX.'),
-      'cell_kind': flags.DEFINE_enum('cell_kind', None, [plan_lib.SUPERIOR, plan_lib.STUDENT],
-                                     'With --cell: count the index within this kind of cell.'),
-      'list': flags.DEFINE_bool('list', False, 'Print the plan (index, cell, status); '
-                                'train and write nothing.'),
-      'status': flags.DEFINE_bool('status', False, 'Count the plan\'s cells by state (with '
-                                  'SLURM\'s view where SLURM is present), name failed ones.'),
-      'verbose': flags.DEFINE_bool('verbose', False, 'Also show library INFO lines.'),
-  }
-  return config, defined
+  config_flags.DEFINE_config_dict(
+      'slurm', slurm_defaults, 'With --submit=slurm: what each cell asks of SLURM '
+      '(--slurm.partition, .account, .time, .gpus, .cpus, .mem, .throttle, .extra).',
+      flag_values=values)
+  define = lambda kind, name, default, *rest: kind(name, default, *rest, flag_values=values)
+  define(flags.DEFINE_string, 'workdir', None, 'The sweep folder.')
+  define(flags.DEFINE_string, 'methods', None, 'Comma-separated methods (default: the '
+         "preset's, else the paper's Table 2 methods).")
+  define(flags.DEFINE_string, 'seeds', None, 'Comma-separated seeds (default: the '
+         "preset's, else 0,1,2).")
+  define(flags.DEFINE_string, 'sweep', None, 'A preset (configs/sweeps/*.py): its SWEEP '
+         'grid, and its get_config() when --config is not given.')
+  define(flags.DEFINE_string, 'variants', None, "Only these of the preset's variants.")
+  define(flags.DEFINE_enum, 'submit', 'inprocess', SUBMIT, 'Where the cells run: '
+         'inprocess (one after another here), local (--parallel subprocesses, one GPU each), '
+         'slurm (job arrays), none (write the plan only).')
+  define(flags.DEFINE_integer, 'parallel', None, 'With --submit=local: cells at once '
+         '(default: one per visible GPU, else 1).')
+  define(flags.DEFINE_bool, 'dry_run', False, 'With --submit=slurm: print the script and the '
+         'sbatch commands; submit and write nothing.')
+  define(flags.DEFINE_string, 'cell', None, 'Run only this cell of DIR\'s plan; a bare '
+         '--cell reads SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX.')
+  define(flags.DEFINE_enum, 'cell_kind', None, [plan_lib.SUPERIOR, plan_lib.STUDENT],
+         'With --cell: count the index within this kind of cell.')
+  define(flags.DEFINE_bool, 'list', False, 'Print the plan (index, cell, status); train and '
+         'write nothing.')
+  define(flags.DEFINE_bool, 'status', False, 'Count the plan\'s cells by state (with '
+         'SLURM\'s view where SLURM is present), name failed ones.')
+  define(flags.DEFINE_bool, 'verbose', False, 'Also show library INFO lines.')
 
 
 def _import_trainer(raw_fast_compile: bool, verbose: bool) -> None:
@@ -443,49 +441,46 @@ def _run_plan(plan, cells, values: dict, stop) -> int:
     return _report_outcome(run_cells(plan, cells, lambda: bool(stop)), plan.workdir)
 
 
-def main(argv, config_flag, flag_values) -> int:
-  console.quiet_libraries(verbose=flag_values['verbose'].value)
-  console.reject_positional(argv)
-  values = {k: v.value for k, v in flag_values.items()}
+# The flags _main reads as plain values (--config through console.config_value).
+_NAMES = ('slurm', 'workdir', 'methods', 'seeds', 'sweep', 'variants', 'submit', 'parallel',
+          'dry_run', 'cell', 'cell_kind', 'list', 'status', 'verbose')
+
+
+def _main(args) -> int:
+  flag_values = args.flags
+  values = {name: flag_values[name].value for name in _NAMES}
   if not values['workdir']:
-    console.fail('--workdir is required', ConfigError.exit_code)
-  stop = []
-  console.install_stop_handlers(stop, 'sweep: stopping: running cells save a checkpoint at '
-                                'their next step')
-  try:
-    workdir = check_folder(values['workdir'])
-    if values['cell'] is not None or ((values['list'] or values['status'])
-                                      and values['sweep'] is None and
-                                      config_flag.value is None):
-      return _existing_plan_command(values, workdir, stop)
-    raw = console.config_value(config_flag)
-    if raw is None:
-      raise ConfigError('--config (or --sweep) is required to plan a sweep')
-    methods, seeds, variants = grid_from_flags(values)
-    plan = plan_sweep(raw, workdir, methods, seeds, variants,
-                      extra={'command': ' '.join(sys.argv)})
-    cells = select(plan, methods, seeds, variants)
-    if values['list'] or values['status']:
-      found = {c.index: plan_lib.state(c) for c in plan.cells}
-      print(list_table(plan, found) if values['list'] else status_text(plan, found))
-      return 0
-    return _run_plan(plan, cells, values, stop)
-  except UserError as e:
-    console.fail(str(e), e.exit_code)
+    raise ConfigError('--workdir is required')
+  stop = args.stop
+  workdir = check_folder(values['workdir'])
+  if values['cell'] is not None or ((values['list'] or values['status'])
+                                    and values['sweep'] is None
+                                    and flag_values['config'].value is None):
+    return _existing_plan_command(values, workdir, stop)
+  raw = console.config_value(flag_values['config'])
+  if raw is None:
+    raise ConfigError('--config (or --sweep) is required to plan a sweep')
+  methods, seeds, variants = grid_from_flags(values)
+  plan = plan_sweep(raw, workdir, methods, seeds, variants,
+                    extra={'command': ' '.join(sys.argv)})
+  cells = select(plan, methods, seeds, variants)
+  if values['list'] or values['status']:
+    found = {c.index: plan_lib.state(c) for c in plan.cells}
+    print(list_table(plan, found) if values['list'] else status_text(plan, found))
+    return 0
+  return _run_plan(plan, cells, values, stop)
 
 
-def cli() -> None:
-  """The `aikd-sweep` command (`python -m aikd_jax.sweep`): flags from sys.argv."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  config, flag_values = _define_flags()
-  console.like_python_m(__name__)
-  try:
-    app.run(lambda argv: sys.exit(main(argv, config, flag_values)),
-            argv=with_sweep_config(sys.argv), flags_parser=console.parse_flags)
-  except SystemExit as e:
-    console.exit_after_failure(e.code)
-    raise
+COMMAND = cli.Command(
+    'aikd_jax.sweep', __doc__, _define_flags, _main, rewrite_argv=with_sweep_config,
+    log_dir=lambda args: paths.absolute(args.flags.workdir or console.LOCAL_LOG_ROOT),
+    stop_message='sweep: stopping: running cells save a checkpoint at their next step')
+
+
+def run() -> None:
+  """The `python -m aikd_jax.sweep` process."""
+  cli.run(COMMAND)
 
 
 if __name__ == '__main__':
-  cli()
+  run()

@@ -279,9 +279,9 @@ def test_mit67_missing_list(tmp_path):
 
 
 def test_command_line_reports_missing_archive(tmp_path, capsys):
-  with pytest.raises(SystemExit) as e:
-    prepare_command.main(['tiny_imagenet', f'--manual_dir={tmp_path}', f'--data_dir={tmp_path}'])
-  assert e.value.code == DataError.exit_code
+  status = prepare_command.main(['tiny_imagenet', f'--manual_dir={tmp_path}',
+                                 f'--data_dir={tmp_path}'])
+  assert status == DataError.exit_code
   err = capsys.readouterr().err
   assert err.startswith('error: ') and err.count('\n') == 1
   assert 'tiny-imagenet-200.zip not found' in err
@@ -419,10 +419,9 @@ def test_mit67_overlapping_lists_are_warned_about(tmp_path, caplog):
 def test_command_line_damaged_archive_is_one_line(tmp_path, capsys):
   write_tiny_imagenet_zip(tmp_path)
   _truncate(tmp_path / tiny_imagenet.DOWNLOAD.file_name)
-  with pytest.raises(SystemExit) as e:
-    prepare_command.main(['tiny_imagenet', f'--manual_dir={tmp_path}',
-                          f'--data_dir={tmp_path / "tfds"}'])
-  assert e.value.code == DataError.exit_code
+  status = prepare_command.main(['tiny_imagenet', f'--manual_dir={tmp_path}',
+                                 f'--data_dir={tmp_path / "tfds"}'])
+  assert status == DataError.exit_code
   err = capsys.readouterr().err
   assert err.count('\n') == 1 and 'truncated or damaged zip' in err, err
 

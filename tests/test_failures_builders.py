@@ -16,6 +16,7 @@ import pytest
 
 from aikd_jax.data.builders import __main__ as prepare_command
 from aikd_jax.data.builders import fgvc_aircraft, mit67, tiny_imagenet
+from aikd_jax.errors import ConfigError
 from tests.test_builders import write_fgvc_archive, write_mit67_files, write_tiny_imagenet_zip
 from tests.test_import_torch import _snapshot
 
@@ -116,10 +117,9 @@ def test_hostile_input_is_one_line(tmp_path, capsys, name, setup, code, says):
   with contextlib.ExitStack() as cleanup:
     args, untouched = setup(tmp_path, cleanup)
     before = _snapshot(untouched)
-    with pytest.raises(SystemExit) as e:
-      prepare_command.main([str(a) for a in args])
+    status = prepare_command.main([str(a) for a in args])
     err = capsys.readouterr().err
-    assert e.value.code == code, err
+    assert status == code, err
     lines = [l for l in err.replace('\r', '\n').splitlines() if l.strip()]  # TFDS's progress
     assert [l for l in lines if 'error:' in l] == [lines[-1]], err
     assert lines[-1].lstrip().startswith('error: ') and says in lines[-1], err
@@ -129,3 +129,17 @@ def test_hostile_input_is_one_line(tmp_path, capsys, name, setup, code, says):
     if os.path.isdir(data_dir):  # nothing half-prepared that a run would read
       assert not [p for p, _, files in os.walk(data_dir) for f in files
                   if f == 'dataset_info.json'], os.listdir(data_dir)
+
+
+@pytest.mark.parametrize('words,says', [
+    (['imagenet2012'], "unknown dataset 'imagenet2012'; choose one of: fgvc_aircraft, mit67, tiny_imagenet, caltech_birds2011"),
+    ([], 'expected one NAME, got 0 words'),
+    (['tiny_imagenet', 'mit67'], 'expected one NAME, got 2 words'),
+    (['tiny_imagenet', '--data-dir=x'], "bad flag: Unknown command line flag 'data-dir'"),
+])
+def test_bad_command_line_is_one_line(tmp_path, capsys, words, says):
+  status = prepare_command.main([*words, f'--data_dir={tmp_path / "tfds"}'])
+  err = capsys.readouterr().err
+  assert status == ConfigError.exit_code and err.count('\n') == 1, err
+  assert err.startswith('error: ') and says in err, err
+  assert not (tmp_path / 'tfds').exists()

@@ -44,23 +44,17 @@ tf.config.set_visible_devices = lambda devices, kind=None: calls.append([list(de
 found = {}
 from aikd_jax.data import augment, pipeline
 found['import'], calls[:] = list(calls), []
-from absl import app
-from aikd_jax import console, main
-tmp, sys.argv = sys.argv[1], ['main', '--config=configs/demo.py:smoke',
-                               '--config.optim.lr=-1', '--workdir=' + sys.argv[1] + '/wd']
-try:  # config_flags reads its overrides from sys.argv
-  app.run(main.main, flags_parser=console.parse_flags)
-except SystemExit as e:
-  found['main_exit'] = e.code
+from aikd_jax import cli, main
+tmp = sys.argv[1]
+found['main_exit'] = cli.main(main.COMMAND, ['--config=configs/demo.py:smoke',
+                                             '--config.optim.lr=-1', '--workdir=' + tmp + '/wd'])
 found['main'], calls[:] = list(calls), []
 from aikd_jax import sweep
 sweep._import_trainer(False, True)
 found['sweep'], calls[:] = list(calls), []
 from aikd_jax.data.builders import __main__ as builders_main
-try:
-  builders_main.main(['mit67', '--manual_dir=' + tmp, '--data_dir=' + tmp])
-except SystemExit as e:
-  found['builders_exit'] = e.code
+found['builders_exit'] = builders_main.main(['mit67', '--manual_dir=' + tmp,
+                                             '--data_dir=' + tmp])
 found['builders'] = list(calls)
 print(json.dumps(found))
 '''

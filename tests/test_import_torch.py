@@ -131,13 +131,21 @@ def test_cli_writes_loadable_model(monkeypatch, capsys, tmp_path):
   meta, sd, x, expected = _fixture('resnet18')
   monkeypatch.setattr(import_torch, 'read_pth', lambda path: sd)
   out = str(tmp_path / 'out')
-  rc = import_torch.main(['--arch', 'resnet18', '--num-classes', str(meta['num_classes']),
+  rc = import_torch.main(['--arch', 'resnet18', '--num_classes', str(meta['num_classes']),
                           '--input', 'model.pth', '--output', out,
                           '--width', str(meta['width'])])
   assert rc == 0, capsys.readouterr().err
   module, variables = models.load(out)
   logits = np.asarray(module.apply(variables, x, train=False))
   assert np.abs(logits - expected).max() / np.abs(expected).max() < 1e-4
+
+
+def test_cli_missing_flag_is_one_line(capsys, tmp_path):
+  rc = import_torch.main(['--arch', 'resnet18', '--input', 'm.pth',
+                          '--output', str(tmp_path / 'out')])
+  err = capsys.readouterr().err
+  assert rc == ConfigError.exit_code and err.count('\n') == 1, err
+  assert err.startswith('error: bad flag: ') and '--num_classes must have a value' in err, err
 
 
 def test_cli_error_is_one_line(monkeypatch, capsys, tmp_path):
@@ -220,7 +228,7 @@ def test_output_that_is_a_file_fails_at_once(monkeypatch, capsys, tmp_path):
 def test_zero_classes(monkeypatch, capsys, tmp_path):
   rc, err = _cli(monkeypatch, capsys, tmp_path / 'out', num_classes=0)
   assert rc == ConfigError.exit_code
-  assert '--num-classes must be at least 1, got 0' in _one_line(err)
+  assert '--num_classes must be at least 1, got 0' in _one_line(err)
   with pytest.raises(ConfigError, match='at least 1'):
     import_torch.convert_state_dict('resnet18', 0, {})
 

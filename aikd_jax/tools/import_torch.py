@@ -1,6 +1,6 @@
 r"""Imports a PyTorch state_dict (.pth) as an exported aikd_jax model.
 
-  python -m aikd_jax.tools.import_torch --arch resnet50 --num-classes 200 \
+  python -m aikd_jax.tools.import_torch --arch resnet50 --num_classes 200 \
       --input model.pth --output DIR [--width N] [--overwrite]
 
 An --output that holds anything is refused unless --overwrite is given; the model is
@@ -17,17 +17,16 @@ mean -> running_mean, var -> running_var). Example: `layer1_0/downsample_0/kerne
 stripped. `--width` must be the width the torch model was built with (base width
 64 for ResNets, growth rate 32 for DenseNets; see each model's docstring).
 """
-import argparse
 import logging as py_logging
 import os
-import sys
 
+from absl import flags
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aikd_jax import console, models, paths
+from aikd_jax import cli, models, paths
 from aikd_jax.errors import ConfigError, DataError, OutOfSpaceError, UserError, WorkdirError
 from aikd_jax.errors import is_out_of_space
 
@@ -224,26 +223,27 @@ def check_output(output: str, overwrite: bool) -> None:
                        f'({" + ".join(exported)}): nothing was changed, choose another folder')
 
 
-def _parse(argv):
-  parser = argparse.ArgumentParser(
-      prog='python -m aikd_jax.tools.import_torch',
-      description='Convert a PyTorch state_dict into an exported aikd_jax model.')
-  parser.add_argument('--arch', required=True, help=f'one of: {", ".join(models.names())}')
-  parser.add_argument('--num-classes', type=int, required=True)
-  parser.add_argument('--input', required=True, help='the .pth file')
-  parser.add_argument('--output', required=True,
-                      help='folder for the exported model; must not exist or be empty')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace an existing --output (the old one is removed only once '
-                           'the new one is complete)')
-  parser.add_argument('--width', type=int, default=None,
-                      help='base width the torch model was built with (default: the standard one)')
-  return parser.parse_args(argv)
+_FLAGS = ('arch', 'num_classes', 'input', 'output', 'overwrite', 'width')
+
+
+def _define_flags(values) -> None:
+  define = lambda kind, name, default, text: kind(name, default, text, flag_values=values)
+  define(flags.DEFINE_string, 'arch', None, f'One of: {", ".join(models.names())}.')
+  define(flags.DEFINE_integer, 'num_classes', None, 'Classes of the model\'s head.')
+  define(flags.DEFINE_string, 'input', None, 'The .pth file.')
+  define(flags.DEFINE_string, 'output', None, 'Folder for the exported model; must not exist '
+         'or be empty.')
+  define(flags.DEFINE_bool, 'overwrite', False, 'Replace an existing --output (the old one is '
+         'removed only once the new one is complete).')
+  define(flags.DEFINE_integer, 'width', None, 'Base width the torch model was built with '
+         '(default: the standard one).')
+  flags.DEFINE_alias('num-classes', 'num_classes', flag_values=values)  # the old spelling
+  flags.mark_flags_as_required(['arch', 'num_classes', 'input', 'output'], flag_values=values)
 
 
 def _check_args(args) -> None:
   if args.num_classes < 1:
-    raise ConfigError(f'--num-classes must be at least 1, got {args.num_classes}')
+    raise ConfigError(f'--num_classes must be at least 1, got {args.num_classes}')
   if args.width is not None and args.width < 1:
     raise ConfigError(f'--width must be at least 1, got {args.width}')
   check_output(args.output, args.overwrite)
@@ -268,29 +268,33 @@ def _write(args, variables) -> None:
                        'replaced') from None
 
 
-def main(argv=None) -> int:
-  args = _parse(argv)
-  try:
-    _check_args(args)
-    state_dict = read_pth(args.input)
-    check_finite(state_dict, args.input)
-    variables = convert_state_dict(args.arch, args.num_classes, state_dict, args.width)
-    _write(args, variables)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return e.exit_code
-  except Exception:  # pylint: disable=broad-except  (a bug: its traceback goes to a log file)
-    console.fail_internal(console.LOCAL_LOG_ROOT)
+def _main(cli_args) -> int:
+  args = cli_args.options(*_FLAGS)
+  _check_args(args)
+  state_dict = read_pth(args.input)
+  check_finite(state_dict, args.input)
+  variables = convert_state_dict(args.arch, args.num_classes, state_dict, args.width)
+  _write(args, variables)
   n = sum(a.size for a in jax.tree.leaves(variables['params']))
   print(f'wrote {args.output}: {args.arch}, {args.num_classes} classes, {n:,} parameters')
   return 0
 
 
-if __name__ == '__main__':
+COMMAND = cli.Command('aikd_jax.tools.import_torch', __doc__, _define_flags, _main)
+
+
+def main(argv: list) -> int:
+  """The command on `argv` (without the program's name); returns the exit status."""
+  return cli.main(COMMAND, argv)
+
+
+def run() -> None:
+  """The `python -m aikd_jax.tools.import_torch` process."""
   # Orbax's and TensorStore's threads print their own tracebacks after a failed write (a
   # full disk): they go nowhere (this command has no log file); our one line is what counts.
-  console.quiet_libraries(verbose=False)
   py_logging.disable(py_logging.CRITICAL)
-  status = main()
-  console.exit_after_failure(status)
-  sys.exit(status)
+  cli.run(COMMAND)
+
+
+if __name__ == '__main__':
+  run()

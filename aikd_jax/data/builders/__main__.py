@@ -9,48 +9,63 @@ each one's MANUAL_DOWNLOAD_INSTRUCTIONS say what to download. TFDS's own builder
 the same, but its command line needs apache_beam.) Training then reads the prepared data
 with --config.data.tfds_dir=TFDS_DIR (the TFDS default data dir without --data_dir).
 """
-import argparse
-from collections.abc import Sequence
-import os
-
+from absl import flags
 import tensorflow_datasets as tfds
 
-from aikd_jax import console, paths
+from aikd_jax import cli, console, paths
 from aikd_jax.data import builders
-from aikd_jax.errors import OutOfSpaceError, UserError, WorkdirError, is_out_of_space
+from aikd_jax.errors import ConfigError, OutOfSpaceError, UserError, WorkdirError
+from aikd_jax.errors import is_out_of_space
 
 # TFDS's own builders of the registry's datasets; they download (network needed).
 DOWNLOAD_BUILDERS = ('caltech_birds2011', 'cifar100', 'stanford_dogs')
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  """Parses `argv` (default: sys.argv[1:]) and prepares the named builder."""
-  parser = argparse.ArgumentParser(
-      prog='python -m aikd_jax.data.builders',
-      description='Prepare a TFDS dataset from manually downloaded files.')
-  parser.add_argument('name', choices=builders.MANUAL_BUILDERS + DOWNLOAD_BUILDERS,
-                      help='TFDS name of the builder')
-  parser.add_argument('--manual_dir', default=None,
-                      help='folder with the downloaded files (default: '
-                           '<data_dir>/downloads/manual)')
-  parser.add_argument('--data_dir', default=None,
-                      help='TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); '
-                           'training reads it through --config.data.tfds_dir')
-  args = parser.parse_args(argv)
+def _define_flags(values) -> None:
+  flags.DEFINE_string('manual_dir', None, 'Folder with the downloaded files (default: '
+                      '<data_dir>/downloads/manual).', flag_values=values)
+  flags.DEFINE_string('data_dir', None, 'TFDS data dir (default: $TFDS_DATA_DIR or '
+                      '~/tensorflow_datasets); training reads it through '
+                      '--config.data.tfds_dir.', flag_values=values)
+
+
+def _data_dir(args: cli.Args) -> str:
+  return paths.absolute(args.flags.data_dir or tfds.core.constants.DATA_DIR)
+
+
+def _main(args: cli.Args) -> None:
+  """Prepares the builder NAME (the one positional word) in --data_dir."""
+  name, data_dir = args.words[0], _data_dir(args)
+  names = builders.MANUAL_BUILDERS + DOWNLOAD_BUILDERS
+  if name not in names:
+    raise ConfigError(f'unknown dataset {name!r}; choose one of: {", ".join(names)}')
   console.hide_gpus_from_tf()
-  data_dir = paths.absolute(args.data_dir or tfds.core.constants.DATA_DIR)
   try:
     _check_data_dir(data_dir)
-    builder = tfds.builder(args.name, data_dir=data_dir)
-    _prepare(builder, args.name, args.manual_dir, data_dir)
-  except UserError as e:
-    console.fail(str(e), e.exit_code)
+    builder = tfds.builder(name, data_dir=data_dir)
+    _prepare(builder, name, args.flags.manual_dir, data_dir)
+  except UserError:
+    raise
   except Exception as e:  # pylint: disable=broad-except
     if not is_out_of_space(e):
-      console.fail_internal(data_dir)  # the traceback goes to DATA_DIR/error.log
-    console.fail(f'no space left on the device holding --data_dir {data_dir}: free space and '
-                 'run the same command again', OutOfSpaceError.exit_code)
+      raise  # an internal error: cli writes its traceback to DATA_DIR/error.log
+    raise OutOfSpaceError(f'no space left on the device holding --data_dir {data_dir}: free '
+                          'space and run the same command again') from None
   _report(builder)
+
+
+COMMAND = cli.Command('aikd_jax.data.builders', __doc__, _define_flags, _main, words='NAME',
+                      log_dir=_data_dir)
+
+
+def main(argv: list) -> int:
+  """The command on `argv` (without the program's name); returns the exit status."""
+  return cli.main(COMMAND, argv)
+
+
+def run() -> None:
+  """The `python -m aikd_jax.data.builders` process."""
+  cli.run(COMMAND)
 
 
 def _check_data_dir(data_dir: str) -> None:
@@ -75,9 +90,4 @@ def _report(builder) -> None:
 
 
 if __name__ == '__main__':
-  console.quiet_libraries(verbose=False)  # TFDS's and TF's lines: our one line is what counts
-  try:
-    main()
-  except SystemExit as e:
-    console.exit_after_failure(e.code)
-    raise
+  run()
