@@ -115,19 +115,29 @@ def pskd_alpha(epoch, alpha_T: float, num_epochs: int) -> jax.Array:
   return alpha_T * (_f32(epoch) + 1.0) / num_epochs
 
 
-def pskd_table_rows(table: jax.Array, indices: jax.Array, perm: Optional[jax.Array] = None,
-                    lam: Optional[jax.Array] = None) -> jax.Array:
-  """The stored predictions P[idx] [B, C]; under Mixup/CutMix lam * P[a] + (1 - lam) * P[b].
+def table_rows(table: jax.Array, indices: jax.Array, labels: jax.Array,
+               perm: Optional[jax.Array] = None, lam: Optional[jax.Array] = None,
+               to_probs: Optional[Callable[[jax.Array], jax.Array]] = None) -> jax.Array:
+  """The stored predictions P[idx] [B, C] of a per-example table (PS-KD; AI-KD's table
+  mode); under Mixup/CutMix lam * P[a] + (1 - lam) * P[b].
 
-  `indices` are the dataset indices of the (unmixed) batch; `perm` and `lam` are
-  `batch['mix_perm']` and `batch['mix_lam']` of `mixing.apply` (so example i is mixed
-  with example perm[i], as its image and its label were).
+  `indices` and `labels` are the dataset indices and labels of the (unmixed) batch; `perm`
+  and `lam` are `batch['mix_perm']` and `batch['mix_lam']` of `mixing.apply` (so example i
+  is mixed with example perm[i], as its image and its label were). `to_probs` turns stored
+  rows into distributions (AI-KD's table holds logits); None: they already are.
+
+  A row never written (all zeros: the last partial batch is dropped, so an example can miss
+  an epoch, docs/methods.md) reads as the one-hot label, what the official code's row
+  holds in epoch 0.
   """
-  rows = _f32(table[indices])
+  raw = _f32(table[indices])
+  rows = raw if to_probs is None else to_probs(raw)
+  written = jnp.any(raw != 0, axis=-1, keepdims=True)
+  rows = jnp.where(written, rows, jax.nn.one_hot(labels, rows.shape[-1], dtype=rows.dtype))
   if perm is None and lam is None:
     return rows
   if perm is None or lam is None:
-    raise ValueError('pskd_table_rows needs both perm and lam, or neither')
+    raise ValueError('table_rows needs both perm and lam, or neither')
   lam = _f32(lam)
   return lam * rows + (1.0 - lam) * rows[perm]
 

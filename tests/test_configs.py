@@ -86,8 +86,18 @@ def test_grid_config_sets_the_peer_methods_official_values(path):
   assert c.pskd.alpha_t == 0.8
   assert (c.cskd.temperature, c.cskd.lam) == (4.0, 1.0 if size == 32 else 3.0)
   assert c.zipf_ls.lam == (0.1 if c.data.name == 'cifar100' else 1.0)
-  assert c.zipf_ls.upsample == (size == 32)
+  # The official CIFAR_DenseNet121 ignores `upsample`: 16 votes from its 4x4 map.
+  assert c.zipf_ls.upsample == (size == 32 and c.model.arch != 'cifar_densenet121')
   assert (c.tffd.lambda_inter, c.tffd.lambda_intra) == (5e-4, 8e-4)
+
+
+def test_zipf_votes_like_the_official_code_upsample_only_32px_preact_resnets():
+  """Official CIFAR_DenseNet121 drops `upsample`: 16 votes per image, not 64."""
+  upsampled = {(c.data.name, c.model.arch) for c in map(_load, CONFIG_FILES)
+               if c.zipf_ls.upsample and not c.data.name == 'fashion_mnist'}
+  assert upsampled == {('cifar100', 'preact_resnet18'), ('cifar100', 'preact_resnet50'),
+                       ('tiny_imagenet', 'preact_resnet18'),
+                       ('tiny_imagenet', 'preact_resnet50')}
 
 
 def test_default_holds_the_cifar100_preact_r18_cell():

@@ -115,6 +115,29 @@ def test_pskd_step_loss_mixes_the_table_rows():
   assert not np.allclose(total, losses.soft_cross_entropy(z, one_hot(s.batch['label'])))
 
 
+def test_pskd_and_aikd_tables_read_a_never_written_row_as_the_label():
+  """An example skipped in epoch 0 (the dropped partial batch) still has its zero row in
+  epoch 1: PS-KD's target and AI-KD's progressive target are then its one-hot label."""
+  s = Setup('pskd', **{'pskd.alpha_t': 0.6}).at_epoch(1)
+  table = jax.nn.softmax(jax.random.normal(jax.random.key(3), (NUM_TRAIN, NUM_CLASSES)) * 2)
+  unwritten = s.batch['id'][:3]
+  s.state = s.state.replace(method={'table': table.at[unwritten].set(0.0)})
+  z, _ = s.train_forward(s.batch['image'])
+  rows = table[s.batch['id']].at[:3].set(one_hot(s.batch['label'][:3]))
+  _, metrics = s.run_step()
+  assert_terms(metrics, *losses.pskd_loss(z, 0.4 * one_hot(s.batch['label']) + 0.6 * rows))
+
+  s = Setup('only_progressive', **{'aikd.previous': 'table', 'aikd.tau_p': 2.0}).at_epoch(1)
+  logits = jax.random.normal(jax.random.key(4), (NUM_TRAIN, NUM_CLASSES)) * 3
+  s.state = s.state.replace(method={'table': logits.at[unwritten].set(0.0)})
+  z, _ = s.train_forward(s.batch['image'])
+  target = jax.nn.softmax(logits[s.batch['id']] / 2.0).at[:3].set(
+      one_hot(s.batch['label'][:3]))
+  _, metrics = s.run_step()
+  np.testing.assert_allclose(metrics['progressive'], losses.kl_to_distribution(z, target, 2.0),
+                             rtol=2e-5, atol=1e-7)
+
+
 def test_cskd_step_loss():
   s = Setup('cskd', **{'cskd.temperature': 3.0, 'cskd.lam': 2.0})
   z, stats = s.train_forward(s.batch['image'])

@@ -97,18 +97,39 @@ def test_pskd_target_hand_value_after_first_epoch():
   np.testing.assert_allclose(jnp.sum(q), 1.0, rtol=1e-6)
 
 
-def test_pskd_table_rows_mixed_like_the_labels():
+def test_table_rows_mixed_like_the_labels():
   table = jnp.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.9, 0.1]])
-  indices = jnp.array([3, 1, 0])
-  np.testing.assert_array_equal(losses.pskd_table_rows(table, indices), table[indices])
+  indices, labels = jnp.array([3, 1, 0]), jnp.array([1, 0, 1])
+  np.testing.assert_array_equal(losses.table_rows(table, indices, labels), table[indices])
   perm, lam = jnp.array([1, 2, 0]), 0.25
-  rows = losses.pskd_table_rows(table, indices, perm, lam)
+  rows = losses.table_rows(table, indices, labels, perm, lam)
   # Example 0 (index 3) mixes with example 1 (index 1), 1 with 2 (index 0), 2 with 0.
   np.testing.assert_allclose(rows, [[0.25 * 0.9, 0.25 * 0.1 + 0.75],
                                     [0.75, 0.25],
                                     [0.25 + 0.75 * 0.9, 0.75 * 0.1]], rtol=1e-6)
   with pytest.raises(ValueError):
-    losses.pskd_table_rows(table, indices, perm)
+    losses.table_rows(table, indices, labels, perm)
+
+
+def test_table_rows_never_written_read_as_the_label():
+  """A row still all zeros (its example fell in a dropped partial batch) is the one-hot
+  label, before mixing, not a zero distribution."""
+  table = jnp.array([[0.2, 0.3, 0.5], [0.0, 0.0, 0.0]])
+  indices, labels = jnp.array([0, 1]), jnp.array([0, 2])
+  np.testing.assert_allclose(losses.table_rows(table, indices, labels),
+                             [[0.2, 0.3, 0.5], [0.0, 0.0, 1.0]])
+  rows = losses.table_rows(table, indices, labels, jnp.array([1, 0]), 0.25)
+  np.testing.assert_allclose(rows, [[0.05, 0.075, 0.125 + 0.75],
+                                    [0.15, 0.225, 0.25 + 0.375]], rtol=1e-6)
+  # AI-KD's table holds logits: a written row goes through to_probs, an unwritten one not.
+  logits = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+  rows = losses.table_rows(logits, indices, labels, to_probs=lambda z: jax.nn.softmax(z / 2))
+  np.testing.assert_allclose(rows, [jax.nn.softmax(logits[0] / 2), [0.0, 0.0, 1.0]],
+                             rtol=1e-6)
+  # PS-KD's target from an unwritten row is the label itself, whatever alpha_t.
+  q = losses.pskd_target(jax.nn.one_hot(labels, 3), losses.table_rows(table, indices, labels),
+                         0.6, False)
+  np.testing.assert_allclose(q[1], [0.0, 0.0, 1.0])
 
 
 def test_pskd_loss_numpy():

@@ -66,12 +66,11 @@ def _critic_input(logits, kind: str):
 
 
 def _table_target(table, batch, tau):
-  """softmax(table[id] / tau), mixed like the labels under Mixup/CutMix."""
-  probs = jax.nn.softmax(table[batch['id']] / tau, axis=-1)
-  if 'mix_perm' not in batch:
-    return probs
-  lam = batch['mix_lam']
-  return lam * probs + (1.0 - lam) * probs[batch['mix_perm']]
+  """softmax(table[id] / tau), mixed like the labels under Mixup/CutMix; the one-hot
+  label for a row never written."""
+  return losses.table_rows(table, batch['id'], batch['label'], batch.get('mix_perm'),
+                           batch.get('mix_lam'),
+                           to_probs=lambda z: jax.nn.softmax(z / tau, axis=-1))
 
 
 class AIKD(base.Method):

@@ -4,7 +4,8 @@
 q = (1 - a_t) targets + a_t P[id], a_t = alpha_T (epoch + 1) / num_epochs; q = targets in
 epoch 0. P [N, C] holds softmax probabilities; after each SGD step P[id] <- softmax(z) of
 the same train-mode forward (no extra forward pass). Under Mixup/CutMix the rows are
-mixed like the labels and the new prediction is stored at the anchor's id.
+mixed like the labels and the new prediction is stored at the anchor's id. A row never
+written reads as the one-hot label.
 """
 import dataclasses
 
@@ -40,8 +41,8 @@ class PSKD(base.Method):
   def target(self, state, inputs: base.StepInputs):
     """q of `pskd_target` for this step's batch."""
     batch = inputs.batch
-    rows = losses.pskd_table_rows(state['table'], batch['id'], batch.get('mix_perm'),
-                                  batch.get('mix_lam'))
+    rows = losses.table_rows(state['table'], batch['id'], batch['label'],
+                             batch.get('mix_perm'), batch.get('mix_lam'))
     alpha = losses.pskd_alpha(inputs.epoch, self.c.alpha_t, self.num_epochs)
     return losses.pskd_target(inputs.targets, rows, alpha, inputs.epoch == 0)
 
