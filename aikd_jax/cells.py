@@ -68,6 +68,11 @@ def _train(plan: plan_lib.Plan, cell: plan_lib.Cell, stop_requested) -> dict:
   from aikd_jax import run  # pylint: disable=g-import-not-at-top
   config = plan_lib.cell_config(plan, cell)
   with _own_log_handlers():
+    if cell.pack:
+      members = plan_lib.members(plan, cell)
+      return run.run_pack([plan_lib.cell_config(plan, m) for m in members],
+                          [m.workdir for m in members], cell.pack_dir,
+                          superior_only=cell.is_superior, stop_requested=stop_requested)[0]
     if cell.is_superior:
       return run.run_superior_only(config, cell.workdir, stop_requested)
     return run.run(config, cell.workdir, stop_requested)['student']
@@ -82,37 +87,40 @@ def _internal_error_log(cell: plan_lib.Cell, plan: plan_lib.Plan) -> str:
 
 
 def execute(plan: plan_lib.Plan, cell: plan_lib.Cell, stop_requested=lambda: False) -> dict:
-  """Trains (or resumes, or skips) one cell; returns its results.json.
+  """Trains (or resumes, or skips) one cell, or the whole pack of a packed cell; returns
+  the cell's results.json.
 
   Raises loop.Preempted when stopped (a checkpoint is saved), SuperiorNotReadyError or a
   workdir_lock.LockedError without touching the cell, and CellFailed for anything else.
   """
   from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
-  done = plan_lib.finished(cell)
+  members = plan_lib.members(plan, cell)
+  done = plan_lib.unit_finished(plan, cell)
   if done is not None:
-    return done
-  check_superior(plan, cell)
-  workdir_lock.check_free(cell.workdir)
+    return plan_lib.finished(cell)
+  for member in members:
+    check_superior(plan, member)
+    workdir_lock.check_free(member.workdir)
   start = time.time()
-  _write_record(cell, state='running', started=start)
+  record = lambda **fields: [_write_record(m, started=start, **fields) for m in members]
+  record(state='running')
   try:
-    results = _train(plan, cell, stop_requested)
+    results = _train(plan, plan_lib.units(plan, [cell])[0], stop_requested)
   except Preempted as e:
-    _write_record(cell, state='stopped', started=start, ended=time.time(),
-                  message=console.one_line(e))
+    record(state='stopped', ended=time.time(), message=console.one_line(e))
     raise
   except workdir_lock.LockedError:
     raise  # another execution started meanwhile: its record stands
   except UserError as e:
-    _write_record(cell, state='failed', started=start, ended=time.time(),
-                  exit_code=e.exit_code, message=console.one_line(e))
+    record(state='failed', ended=time.time(), exit_code=e.exit_code,
+           message=console.one_line(e))
     raise CellFailed(console.one_line(e), e.exit_code) from e
   except Exception as e:  # pylint: disable=broad-except
     log = _internal_error_log(cell, plan)
     message = console.one_line(f'internal error ({type(e).__name__}: {str(e)[:200]}); '
                                f'traceback in {log}')
-    _write_record(cell, state='failed', started=start, ended=time.time(),
-                  exit_code=INTERNAL_ERROR, message=message, error_log=log)
+    record(state='failed', ended=time.time(), exit_code=INTERNAL_ERROR, message=message,
+           error_log=log)
     raise CellFailed(message, INTERNAL_ERROR, log) from e
-  _write_record(cell, state='done', started=start, ended=time.time(), exit_code=0)
-  return results
+  record(state='done', ended=time.time(), exit_code=0)
+  return plan_lib.finished(cell) if cell.pack else results

@@ -62,7 +62,7 @@ class Pool:
     self.stopped, self.total = False, 0
 
   def run(self, cells: list) -> None:
-    pending = [c for c in cells if plan_lib.finished(c) is None]
+    pending = [c for c in cells if plan_lib.unit_finished(self.plan, c) is None]
     self.done = {c.index for c in cells if c not in pending}
     self.total = len(pending)
     self.log(f'sweep: {len(cells)} cells, {len(self.done)} done already; running '

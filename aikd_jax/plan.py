@@ -15,6 +15,12 @@ Layout (docs/reproducing.md):
   DIR/<variant>/superior/seed<k>/  a variant's own superior, only when its overrides change
                                    phase 1 (e.g. augment with superior_augment='same')
   <cell workdir>/cell.json         the last execution of the cell: state, exit, job id
+  .../seeds<a>-<b>-<c>/            with --pack_seeds: the checkpoints of a pack of cells that
+                                   differ only in their seed (docs/reproducing.md)
+
+With --pack_seeds the cells of one kind, variant and method are packed: every member
+keeps its index, workdir and outputs, and the first member stands for the pack (an
+executor runs it, and it runs the whole pack as one program; train/seeds.py).
 """
 import copy
 import dataclasses
@@ -47,6 +53,8 @@ class Cell:
   workdir: str
   overrides: dict
   depends_on: int | None = None  # the index of the superior a student needs
+  pack: tuple | None = None  # with --pack_seeds: the indices of its pack (first leads)
+  pack_dir: str | None = None  # where the pack's checkpoints go
 
   @property
   def is_superior(self) -> bool:
@@ -55,7 +63,8 @@ class Cell:
   @property
   def name(self) -> str:
     prefix = f'{self.variant}/' if self.variant else ''
-    return f'{prefix}{SUPERIOR if self.is_superior else self.method} seed {self.seed}'
+    packed = f' (pack of {len(self.pack)})' if self.pack else ''
+    return f'{prefix}{SUPERIOR if self.is_superior else self.method} seed {self.seed}{packed}'
 
   @property
   def phase_dir(self) -> str:
@@ -75,6 +84,7 @@ class Plan:
   variants: dict
   cells: tuple
   extra: dict = dataclasses.field(default_factory=dict)  # e.g. the command line
+  pack_seeds: bool = False  # cells that differ only in their seed run as one program
 
   def cell(self, index: int) -> Cell:
     if not 0 <= index < len(self.cells):
@@ -86,7 +96,7 @@ class Plan:
   def to_json(self) -> dict:
     return {**self.extra, 'base_config': self.base_config, 'methods': list(self.methods),
             'seeds': list(self.seeds), 'variants': self.variants,
-            'cells': [c.to_json() for c in self.cells]}
+            'pack_seeds': self.pack_seeds, 'cells': [c.to_json() for c in self.cells]}
 
 
 # -- configs --------------------------------------------------------------------------
@@ -210,13 +220,15 @@ def grid_cells(base: dict, workdir: str, methods, seeds, variants) -> list[dict]
 
 
 def build(base, workdir: str, methods, seeds, variants: dict | None = None,
-          previous: Plan | None = None, extra: dict | None = None) -> Plan:
+          previous: Plan | None = None, extra: dict | None = None,
+          pack_seeds: bool = False) -> Plan:
   """The plan of a grid. With `previous` (DIR's sweep.json), its cells keep their indices
-  and new ones are appended; another base config is refused. Writes nothing."""
+  and new ones are appended; another base config is refused. With `pack_seeds`, new
+  cells that differ only in their seed are packed. Writes nothing."""
   base = plain(base)
   variants = json.loads(json.dumps(dict(variants or {})))
   if previous is not None:
-    _check_compatible(previous, base, variants)
+    _check_compatible(previous, base, variants, pack_seeds)
     methods = list(dict.fromkeys(list(previous.methods) + list(methods)))
     seeds = sorted(set(previous.seeds) | set(seeds))
     variants = {**previous.variants, **variants}
@@ -227,15 +239,66 @@ def build(base, workdir: str, methods, seeds, variants: dict | None = None,
   cells = [Cell(index[r['workdir']], r['kind'], r['method'], r['seed'], r['variant'],
                 r['workdir'], _diff(base, r['config']),
                 index[r['superior']] if r['superior'] else None) for r in runs]
+  old = {c.index: c for c in previous.cells} if previous else {}
+  cells = [old.get(c.index, c) for c in cells]  # a planned cell keeps its pack
+  if pack_seeds:
+    cells = _packed(cells, set(old))
   kept = {c.index for c in cells}
   # Cells of the previous plan that this grid no longer builds stay, so indices stay dense.
-  cells += [c for c in (previous.cells if previous else ()) if c.index not in kept]
+  cells += [c for c in old.values() if c.index not in kept]
   cells.sort(key=lambda c: c.index)
   return Plan(workdir, base, tuple(methods), tuple(seeds), variants, tuple(cells),
-              {**(previous.extra if previous else {}), **(extra or {})})
+              {**(previous.extra if previous else {}), **(extra or {})}, pack_seeds)
 
 
-def _check_compatible(previous: Plan, base: dict, variants: dict) -> None:
+def _packed(cells: list, planned: set) -> list:
+  """`cells` with the new ones (not in `planned`) that differ only in their seed packed:
+  superiors first, then students of one folder (.../<method>/seed<k>) whose superiors
+  are one pack (or which need none), so a pack waits for one superior pack."""
+  by_index = {c.index: c for c in cells}
+  for kind in (SUPERIOR, STUDENT):
+    groups = {}
+    for c in cells:
+      if c.index in planned or c.kind != kind:
+        continue
+      sup = by_index.get(c.depends_on)
+      needs = None if sup is None else (sup.pack or (sup.index,))
+      groups.setdefault((os.path.dirname(c.workdir), needs), []).append(c)
+    for (folder, _), group in groups.items():
+      if len(group) < 2:
+        continue
+      group.sort(key=lambda c: c.index)
+      pack = tuple(c.index for c in group)
+      pack_dir = os.path.join(folder, 'seeds' + '-'.join(str(c.seed) for c in group))
+      by_index.update({c.index: dataclasses.replace(c, pack=pack, pack_dir=pack_dir)
+                       for c in group})
+    cells = [by_index[c.index] for c in cells]
+  return cells
+
+
+def units(plan: Plan, cells) -> list:
+  """What executors run: each unpacked cell, and for each pack its first member (which
+  runs the pack), in plan order."""
+  lead = {(plan.cells[c.pack[0]] if c.pack else c).index for c in cells}
+  return [plan.cells[i] for i in sorted(lead)]
+
+
+def members(plan: Plan, cell: Cell) -> list:
+  """The cells one execution of `cell` trains: its pack, or itself."""
+  return [plan.cells[i] for i in cell.pack] if cell.pack else [cell]
+
+
+def unit_finished(plan: Plan, cell: Cell) -> dict | None:
+  """`cell`'s results.json when it and every member of its pack are finished, else None."""
+  found = [finished(c) for c in members(plan, cell)]
+  return None if any(r is None for r in found) else finished(cell)
+
+
+def _check_compatible(previous: Plan, base: dict, variants: dict, pack_seeds: bool) -> None:
+  if previous.pack_seeds != pack_seeds:
+    said = 'with' if previous.pack_seeds else 'without'
+    raise WorkdirError(f'{previous.workdir} was planned {said} --pack_seeds: plan it '
+                       f'{said} --pack_seeds again, or use another --workdir')
   differ = preflight.differing_keys(previous.base_config, base,
                                     set(_PER_CELL) | preflight.RESUMABLE_KEYS)
   if differ:
@@ -269,12 +332,14 @@ def read(workdir: str) -> Plan | None:
   if not isinstance(data, dict) or not isinstance(data.get('base_config'), dict):
     raise _bad_plan(path, 'no base_config object')
   try:
-    cells = tuple(Cell(**c) for c in data.get('cells', ()))
-    extra = {k: v for k, v in data.items()
-             if k not in ('base_config', 'methods', 'seeds', 'variants', 'cells')}
+    cells = tuple(Cell(**{**c, 'pack': tuple(c['pack']) if c.get('pack') else None})
+                  for c in data.get('cells', ()))
+    extra = {k: v for k, v in data.items() if k not in (
+        'base_config', 'methods', 'seeds', 'variants', 'cells', 'pack_seeds')}
     plan = Plan(workdir, data['base_config'], tuple(data.get('methods', ())),
-                tuple(data.get('seeds', ())), dict(data.get('variants') or {}), cells, extra)
-  except (TypeError, ValueError) as e:
+                tuple(data.get('seeds', ())), dict(data.get('variants') or {}), cells, extra,
+                bool(data.get('pack_seeds', False)))
+  except (AttributeError, TypeError, ValueError) as e:
     raise _bad_plan(path, f'a cell or field of the wrong shape: {e}') from None
   if [c.index for c in cells] != list(range(len(cells))):
     raise _bad_plan(path, 'its cells are not numbered 0, 1, 2, ...')
@@ -327,7 +392,8 @@ def state(cell: Cell) -> str:
   last = record(cell).get('state')
   if last == 'failed':
     return 'failed'
-  checkpoints = epath.Path(cell.phase_dir) / 'checkpoints'
+  phase = SUPERIOR if cell.is_superior else STUDENT  # a pack's checkpoints are in its folder
+  checkpoints = epath.Path(cell.pack_dir or cell.workdir) / phase / 'checkpoints'
   if last in ('stopped', 'running') or (checkpoints.is_dir() and any(checkpoints.iterdir())):
     return 'partial'
   return 'pending'

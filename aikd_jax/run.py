@@ -4,9 +4,14 @@ The config is read and checked once (`config.parse`, `preflight`); only then is 
 workdir locked and written. A finished phase (its results.json reads back) is skipped; a
 half-finished one resumes. Phase 1 runs when the method needs a superior, or when
 `train_superior='always'` (the paper's Baseline row).
+
+`run_pack` trains one phase of several runs that differ only in their seed as one program
+(train/seeds.py): each run keeps its workdir and outputs, the pack's checkpoints go to
+the pack's folder, and each workdir's pack.json keeps packed and unpacked runs apart.
 """
 import contextlib
 import dataclasses
+import json
 
 from absl import logging
 from etils import epath
@@ -19,7 +24,7 @@ from aikd_jax import config as config_lib
 from aikd_jax import workdir_lock
 from aikd_jax.data import datasets
 from aikd_jax.data.pipeline import Pipeline
-from aikd_jax.errors import WorkdirError
+from aikd_jax.errors import ConfigError, WorkdirError
 from aikd_jax.train import loop
 
 
@@ -126,14 +131,19 @@ def _run_superior(config, workdir: str, pipeline, mesh, stop_requested) -> tuple
   return model_dir, _read_results(superior_dir)
 
 
-def prepare(raw_config, workdir: str):
-  """Reads and checks everything; returns (config, pipeline, method). Writes nothing."""
+def _checked(raw_config, workdir: str):
+  """(config, method), every check that does not read the data done. Writes nothing."""
   config = config_lib.parse(raw_config)
   distributed.check_same_config(config.to_dict(), preflight.RESUMABLE_KEYS)
   method = methods.create(config)
   _preflight(config, workdir, method)  # first: reading the data can take minutes
-  pipeline = Pipeline(config)  # checks the batch against the dataset
-  return config, pipeline, method
+  return config, method
+
+
+def prepare(raw_config, workdir: str):
+  """Reads and checks everything; returns (config, pipeline, method). Writes nothing."""
+  config, method = _checked(raw_config, workdir)
+  return config, Pipeline(config), method  # the Pipeline checks the batch against the data
 
 
 def run(raw_config, workdir: str, stop_requested=lambda: False,
@@ -147,6 +157,7 @@ def run(raw_config, workdir: str, stop_requested=lambda: False,
   """
   workdir = paths.absolute(workdir)
   config, pipeline, method = prepare(raw_config, workdir)
+  _check_not_packed(workdir)
   with _opened(workdir, config, shared_timeout_s):
     return _train(config, workdir, pipeline, method, stop_requested)
 
@@ -169,6 +180,7 @@ def run_superior_only(raw_config, workdir: str, stop_requested=lambda: False) ->
   """
   workdir = paths.absolute(workdir)
   config, pipeline, _ = prepare(raw_config, workdir)
+  _check_not_packed(workdir)
   with _opened(workdir, config):
     return _run_superior(config, workdir, pipeline, sharding.make_mesh(), stop_requested)[1]
 
@@ -217,3 +229,118 @@ def summary(results: dict, config, workdir: str) -> str:
             'reliability diagrams: ' + ', '.join(f'{d}/reliability.png' for d in dirs),
             f'TensorBoard logs:     tensorboard --logdir {workdir}']
   return '\n'.join(lines)
+
+
+# -- a pack: runs that differ only in their seed, trained as one program ---------------
+
+PACK_JSON = 'pack.json'
+_PACK_MAY_DIFFER = frozenset({'seed', 'superior_seed', 'superior_workdir'})
+
+
+def _pack_marker(workdir: str) -> dict | None:
+  path = paths.join(workdir, PACK_JSON)
+  return preflight.read_json(path, 'pack.json') if epath.Path(path).exists() else None
+
+
+def _check_not_packed(workdir: str) -> None:
+  """An unpacked run refuses a workdir that a pack trains (its checkpoints are elsewhere)."""
+  marker = _pack_marker(workdir)
+  if marker is not None:
+    raise WorkdirError(f'{workdir} is one seed of a pack trained as one program (checkpoints '
+                       f'in {marker.get("pack_dir")}): run it with python -m aikd_jax.sweep '
+                       '--pack_seeds, or use another --workdir')
+
+
+def _check_pack(configs: list, method, superior_only: bool) -> None:
+  for config in configs[1:]:
+    differ = preflight.differing_keys(configs[0].to_dict(), config.to_dict(),
+                                      _PACK_MAY_DIFFER | preflight.RESUMABLE_KEYS)
+    if differ:
+      raise ConfigError('the runs of a pack may differ only in their seed; '
+                                   f'these differ in: {", ".join(differ)}')
+  if superior_only:
+    return
+  c = configs[0]
+  if c.train_superior == 'always' and not method.needs_superior:
+    raise ConfigError("train_superior='always' cannot be packed: pack the "
+                                 'superiors as their own cells')
+  if method.needs_superior and not (c.superior_workdir or c.superior_init):
+    raise ConfigError('a packed student needs finished superiors '
+                                 '(superior_workdir or superior_init): pack them first')
+
+
+def _check_member(workdir: str, pack_dir: str) -> None:
+  """Refuses a pack's member workdir that an unpacked run (config.json without pack.json)
+  or another pack started. Writes nothing."""
+  marker = _pack_marker(workdir)
+  if marker is None and epath.Path(paths.join(workdir, preflight.CONFIG_JSON)).exists():
+    raise WorkdirError(f'{workdir} holds a run started unpacked; finish it without '
+                       '--pack_seeds, or delete it to train it in a pack')
+  if marker is not None and marker.get('pack_dir') != pack_dir:
+    raise WorkdirError(f'{workdir} belongs to another pack ({marker.get("pack_dir")}); '
+                       'use another --workdir')
+
+
+def _claim(workdir: str, pack_dir: str, seed: int) -> None:
+  """Marks `workdir` as a member of the pack in `pack_dir` (pack.json)."""
+  if _pack_marker(workdir) is None and jax.process_index() == 0:
+    paths.write_text_atomic(paths.join(workdir, PACK_JSON),
+                            json.dumps({'pack_dir': pack_dir, 'seed': seed}, indent=2))
+
+
+def run_pack(raw_configs: list, workdirs: list[str], pack_dir: str, *, superior_only: bool,
+             stop_requested=lambda: False) -> list[dict]:
+  """Trains the student phase (or, with `superior_only`, phase 1) of runs that differ only
+  in their seed as one program; returns each run's results of that phase.
+
+  A student's superior must be finished already (`superior_workdir`, or `superior_init`,
+  which is scored into its workdir as an unpacked run does).
+  """
+  workdirs, pack_dir = [paths.absolute(w) for w in workdirs], paths.absolute(pack_dir)
+  checked = [_checked(raw, w) for raw, w in zip(raw_configs, workdirs)]
+  configs, method = [c for c, _ in checked], checked[0][1]
+  _check_pack(configs, method, superior_only)
+  for workdir in workdirs:
+    _check_member(workdir, pack_dir)
+  pipeline = Pipeline(configs[0])
+  with contextlib.ExitStack() as stack:
+    for workdir in [pack_dir, *workdirs]:
+      stack.enter_context(workdir_lock.held(workdir, enabled=jax.process_index() == 0))
+    epath.Path(pack_dir).mkdir(parents=True, exist_ok=True)
+    console.log_to_workdir(pack_dir, jax.process_index())
+    shared_workdir.check(pack_dir)
+    for config, workdir in zip(configs, workdirs):
+      epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+      _claim(workdir, pack_dir, config.seed)
+      preflight.write_config(config, workdir)
+    return _train_pack(configs, workdirs, pack_dir, pipeline, method, superior_only,
+                       stop_requested)
+
+
+def _train_pack(configs, workdirs, pack_dir, pipeline, method, superior_only,
+                stop_requested) -> list[dict]:
+  mesh = sharding.make_mesh()
+  name = 'superior' if superior_only else 'student'
+  done = [finished_results(paths.join(w, name)) for w in workdirs]
+  if all(d is not None for d in done):
+    return done
+  if superior_only:
+    phase_configs = [superior_config(c) for c in configs]
+    phases = [loop.Phase(name, paths.join(w, name), c, methods.create(c))
+              for c, w in zip(phase_configs, workdirs)]
+  else:
+    phase_configs = configs
+    phases = [_student_phase(c, w, pipeline, method, mesh, stop_requested)
+              for c, w in zip(configs, workdirs)]
+  pipelines = [pipeline.reseeded(c.seed) for c in phase_configs]
+  loop.train_pack(phases, pipelines, mesh, paths.join(pack_dir, name), stop_requested)
+  return [_read_results(p.directory) for p in phases]
+
+
+def _student_phase(config, workdir, pipeline, method, mesh, stop_requested) -> loop.Phase:
+  superior = info = None
+  if method.needs_superior:  # finished already (_check_pack): read, or an import scored
+    model_dir, done = _run_superior(config, workdir, pipeline, mesh, stop_requested)
+    superior = load_superior(config, model_dir, pipeline.num_classes)
+    info = _superior_info(config, workdir, results_of_superior=done)
+  return loop.Phase('student', paths.join(workdir, 'student'), config, method, superior, info)

@@ -25,14 +25,16 @@ def batch_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
-def to_global(batch: dict, mesh) -> dict:
-  """Assembles each process's host-local rows into one global array sharded on 'data'."""
-  sharding = batch_sharded(mesh)
+def to_global(batch: dict, mesh, spec: P = P('data')) -> dict:
+  """Assembles each process's host-local rows into one global array sharded on 'data'
+  (`spec`: P(None, 'data') for a pack's batches, whose rows are their second axis)."""
+  sharding = NamedSharding(mesh, spec)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}
 
 
-def prefetch_to_device(batches: Iterable[dict], mesh, size: int = 2) -> Iterator[dict]:
+def prefetch_to_device(batches: Iterable[dict], mesh, spec: P = P('data'),
+                       size: int = 2) -> Iterator[dict]:
   """Global arrays of the next `size` batches are on their way while a step runs.
 
   The transfers are issued ahead (device_put is asynchronous), so the host's copy of
@@ -40,7 +42,7 @@ def prefetch_to_device(batches: Iterable[dict], mesh, size: int = 2) -> Iterator
   """
   queue = collections.deque()
   for batch in batches:
-    queue.append(to_global(batch, mesh))
+    queue.append(to_global(batch, mesh, spec))
     if len(queue) > size:
       yield queue.popleft()
   while queue:

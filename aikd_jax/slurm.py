@@ -107,7 +107,7 @@ def arrays(plan: plan_lib.Plan, todo: list, queued: dict) -> list[tuple[list, st
   now, after = [], {}
   for cell in todo:
     sup = cell.depends_on
-    if sup is None or plan_lib.finished(plan.cell(sup)) is not None:
+    if sup is None or plan_lib.unit_finished(plan, plan.cell(sup)) is not None:
       now.append(cell.index)
     else:
       after.setdefault(sup, []).append(cell.index)

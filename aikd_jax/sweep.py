@@ -7,6 +7,8 @@
   python -m aikd_jax.sweep --sweep=... --workdir=DIR --submit=slurm --slurm.gpus=1
   python -m aikd_jax.sweep --sweep=... --workdir=DIR --submit=local --parallel=8
   python -m aikd_jax.sweep --sweep=... --workdir=DIR --submit=none  # plan only
+  # the seeds of each cell trained as one vmapped program (one task per pack)
+  python -m aikd_jax.sweep --sweep=... --workdir=DIR --pack_seeds
   # one cell of an existing plan (K, or the scheduler's SLURM_ARRAY_TASK_ID /
   # JOB_COMPLETION_INDEX); the plan's table and its progress
   python -m aikd_jax.sweep --workdir=DIR --cell=K
@@ -77,11 +79,11 @@ def check_folder(workdir: str) -> str:
 
 
 def plan_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
-               extra: dict | None = None) -> plan_lib.Plan:
+               extra: dict | None = None, pack_seeds: bool = False) -> plan_lib.Plan:
   """The plan of DIR grown by this grid; checks everything, writes nothing."""
   workdir = check_folder(workdir)
   return plan_lib.build(base, workdir, list(methods), list(seeds), variants,
-                        plan_lib.read(workdir), extra)
+                        plan_lib.read(workdir), extra, pack_seeds)
 
 
 def select(plan: plan_lib.Plan, methods, seeds, variants) -> list:
@@ -96,18 +98,19 @@ def select(plan: plan_lib.Plan, methods, seeds, variants) -> list:
 
 def run_cells(plan: plan_lib.Plan, cells: list, stop_requested=lambda: False,
               log=_stderr) -> Outcome:
-  """Runs the unfinished `cells` one after another in this process."""
+  """Runs the unfinished `cells` one after another in this process (a pack at once)."""
   from aikd_jax.train.loop import Preempted  # pylint: disable=g-import-not-at-top
   out = Outcome(cells)
-  finished = {c.index: plan_lib.finished(c) for c in cells}
-  done = sum(r is not None for r in finished.values())
+  out.results.update({c.name: r for c in cells if (r := plan_lib.finished(c)) is not None})
   n_sup = sum(c.is_superior for c in cells)
   log(f'sweep: {len(cells)} cells ({n_sup} superiors, {len(cells) - n_sup} students) in '
-      f'{plan.workdir}, {done} finished already')
+      f'{plan.workdir}, {len(out.results)} finished already')
+  cells = plan_lib.units(plan, cells)
+  finished = {c.index: plan_lib.unit_finished(plan, c) for c in cells}
+  done = sum(r is not None for r in finished.values())
   failed, times = {}, []
   for i, cell in enumerate(cells, start=1):
     if finished[cell.index] is not None:
-      out.results[cell.name] = finished[cell.index]
       continue
     if cell.depends_on in failed:
       failed[cell.index] = f'its superior ({failed[cell.depends_on]}) failed'
@@ -123,7 +126,8 @@ def run_cells(plan: plan_lib.Plan, cells: list, stop_requested=lambda: False,
         f'ETA {eta})')
     start = time.monotonic()
     try:
-      out.results[cell.name] = cells_lib.execute(plan, cell, stop_requested)
+      cells_lib.execute(plan, cell, stop_requested)
+      out.results.update({m.name: plan_lib.finished(m) for m in plan_lib.members(plan, cell)})
     except Preempted as e:
       out.stopped = True
       log(f'sweep: stopped in cell {cell.name}: {console.one_line(e)}')
@@ -140,11 +144,12 @@ def run_cells(plan: plan_lib.Plan, cells: list, stop_requested=lambda: False,
 
 
 def run_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
-              stop_requested=lambda: False, log=_stderr, extra: dict | None = None) -> Outcome:
+              stop_requested=lambda: False, log=_stderr, extra: dict | None = None,
+              pack_seeds: bool = False) -> Outcome:
   """Plans the grid (nothing is written if a config is invalid), writes DIR/sweep.json and
   runs its unfinished cells one after another in this process."""
   from aikd_jax import workdir_lock  # pylint: disable=g-import-not-at-top
-  plan = plan_sweep(base, workdir, methods, seeds, variants, extra)
+  plan = plan_sweep(base, workdir, methods, seeds, variants, extra, pack_seeds)
   with workdir_lock.held(plan.workdir):
     plan_lib.write(plan)
     return run_cells(plan, select(plan, methods, seeds, variants), stop_requested, log)
@@ -368,6 +373,8 @@ def _define_flags(values) -> None:
          'write nothing.')
   define(flags.DEFINE_bool, 'status', False, 'Count the plan\'s cells by state (with '
          'SLURM\'s view where SLURM is present), name failed ones.')
+  define(flags.DEFINE_bool, 'pack_seeds', False, 'Train the seeds of each cell as one '
+         'vmapped program (one task per pack; docs/reproducing.md, Packing seeds).')
   define(flags.DEFINE_bool, 'verbose', False, 'Also show library INFO lines.')
 
 
@@ -409,9 +416,10 @@ def _run_plan(plan, cells, values: dict, stop) -> int:
   """Writes the plan and hands `cells` to the --submit executor."""
   from aikd_jax import workdir_lock  # pylint: disable=g-import-not-at-top
   mode = values['submit']
+  units = plan_lib.units(plan, cells)  # a pack runs as one task, through its first cell
   if mode == 'slurm':
     options = slurm.Options.from_config(values['slurm'])
-    todo = [c for c in cells if plan_lib.finished(c) is None]
+    todo = [c for c in units if plan_lib.unit_finished(plan, c) is None]
     if values['dry_run']:
       slurm.submit(plan, todo, options, True, print)
       return 0
@@ -433,7 +441,7 @@ def _run_plan(plan, cells, values: dict, stop) -> int:
       return 0
     if mode == 'local':
       pool = local_pool.Pool(plan, devices, lambda: bool(stop), _stderr)
-      pool.run(cells)
+      pool.run(units)
       outcome = Outcome(cells, [(plan.cell(i).name, m) for i, m in pool.failed.items()],
                         {c.name: plan_lib.finished(c) for c in cells}, stopped=pool.stopped)
       return _report_outcome(outcome, plan.workdir)
@@ -443,7 +451,7 @@ def _run_plan(plan, cells, values: dict, stop) -> int:
 
 # The flags _main reads as plain values (--config through console.config_value).
 _NAMES = ('slurm', 'workdir', 'methods', 'seeds', 'sweep', 'variants', 'submit', 'parallel',
-          'dry_run', 'cell', 'cell_kind', 'list', 'status', 'verbose')
+          'dry_run', 'cell', 'cell_kind', 'list', 'status', 'verbose', 'pack_seeds')
 
 
 def _main(args) -> int:
@@ -462,7 +470,7 @@ def _main(args) -> int:
     raise ConfigError('--config (or --sweep) is required to plan a sweep')
   methods, seeds, variants = grid_from_flags(values)
   plan = plan_sweep(raw, workdir, methods, seeds, variants,
-                    extra={'command': ' '.join(sys.argv)})
+                    extra={'command': ' '.join(sys.argv)}, pack_seeds=values['pack_seeds'])
   cells = select(plan, methods, seeds, variants)
   if values['list'] or values['status']:
     found = {c.index: plan_lib.state(c) for c in plan.cells}

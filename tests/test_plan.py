@@ -250,3 +250,71 @@ def test_status_adds_slurms_queue_and_accounting(data_dirs, tmp_path, monkeypatc
   assert text.splitlines()[0].endswith('6 cells: 1 done, 1 running, 2 queued, 1 partial, '
                                        '1 failed')
   assert 'failed: cell 2 aikd seed 0: SLURM says CANCELLED (exit ?;' in text
+
+
+# -- packed seeds ----------------------------------------------------------------------
+
+
+def test_pack_seeds_packs_cells_that_differ_only_in_their_seed(data_dirs, tmp_path):
+  plan = sweep.plan_sweep(smoke_config(data_dirs), str(tmp_path), ['baseline', 'aikd', 'tfkd'],
+                          [0, 1, 2], pack_seeds=True)
+  # Per seed: superior, baseline, aikd, tfkd -> 0..3, 4..7, 8..11.
+  packs = {c.index: c.pack for c in plan.cells}
+  assert packs[0] == packs[4] == packs[8] == (0, 4, 8)
+  assert packs[2] == packs[6] == (2, 6, 10)
+  assert plan.cells[2].pack_dir == os.path.join(str(tmp_path), 'aikd', 'seeds0-1-2')
+  assert plan.cells[0].pack_dir == os.path.join(str(tmp_path), 'superior', 'seeds0-1-2')
+  units = plan_lib.units(plan, plan.cells)
+  assert [c.index for c in units] == [0, 1, 2, 3]  # one task per pack, its first cell
+  assert [c.depends_on for c in units] == [None, None, 0, 0]  # the superior pack's first
+  assert [c.index for c in plan_lib.members(plan, plan.cells[6])] == [2, 6, 10]
+  assert slurm.arrays(plan, units, {}) == [([0, 1], None), ([2, 3], 'afterok:{job}_0')]
+  plan_lib.write(plan)
+  assert plan_lib.read(str(tmp_path)).cells == plan.cells
+  assert 'aikd seed 0 (pack of 3)' in sweep.list_table(plan, {c.index: 'pending'
+                                                             for c in plan.cells})
+  # A pack is unfinished until every member is: one result is not enough.
+  _finish(plan.cells[2])
+  _finish(plan.cells[6])
+  assert plan_lib.unit_finished(plan, plan.cells[2]) is None
+  _finish(plan.cells[10])
+  assert plan_lib.unit_finished(plan, plan.cells[2]) == {'top1_err': 10.0}
+  # Checkpoints of a pack are in its folder: its members read partial.
+  os.makedirs(os.path.join(plan.cells[3].pack_dir, 'student', 'checkpoints', '3'))
+  assert plan_lib.state(plan.cells[7]) == 'partial'
+
+
+def test_a_grown_packed_plan_packs_only_new_cells_with_one_superior_pack(data_dirs, tmp_path):
+  first = sweep.plan_sweep(smoke_config(data_dirs), str(tmp_path), ['aikd'], [0, 1],
+                           pack_seeds=True)
+  plan_lib.write(first)
+  grown = sweep.plan_sweep(smoke_config(data_dirs), str(tmp_path), ['aikd', 'pskd'], [0, 1, 2],
+                           pack_seeds=True)
+  by = {(c.kind, c.method, c.seed): c for c in grown.cells}
+  assert by[('superior', 'baseline', 0)].pack == (0, 2)  # planned packs stay
+  assert by[('superior', 'baseline', 2)].pack is None  # alone: unpacked
+  # pskd needs no superior: its three seeds pack; aikd seed 2 waits on its own superior.
+  assert len(by[('student', 'pskd', 0)].pack) == 3
+  assert by[('student', 'aikd', 2)].pack is None
+  with pytest.raises(WorkdirError, match='was planned with --pack_seeds'):
+    sweep.plan_sweep(smoke_config(data_dirs), str(tmp_path), ['aikd'], [0, 1])
+
+
+def test_executing_any_member_runs_its_whole_pack(data_dirs, tmp_path, monkeypatch):
+  plan = sweep.plan_sweep(smoke_config(data_dirs), str(tmp_path), ['baseline'], [0, 1],
+                          pack_seeds=True)
+  calls = []
+
+  def fake_pack(configs, workdirs, pack_dir, *, superior_only, stop_requested):
+    calls.append(([c['seed'] for c in configs], pack_dir, superior_only))
+    for w in workdirs:
+      _finish(plan_lib.Cell(0, 'student', 'baseline', 0, None, w, {}))
+    return [{'top1_err': 10.0}] * len(workdirs)
+  monkeypatch.setattr(run, 'run_pack', fake_pack)
+  second = plan.cells[1]
+  assert cells_lib.execute(plan, second) == {'top1_err': 10.0}
+  assert calls == [([0, 1], plan.cells[0].pack_dir, False)]
+  assert [read_json(os.path.join(c.workdir, 'cell.json'))['state'] for c in plan.cells] == [
+      'done', 'done']
+  cells_lib.execute(plan, plan.cells[0])  # finished: nothing runs again
+  assert len(calls) == 1
