@@ -133,8 +133,8 @@ class Pipeline:
     if self.steps_per_epoch == 0:
       raise ConfigError(f'batch_size {config.batch_size} exceeds the {self.num_train_examples} '
                       'training examples: lower --config.batch_size')
-    first = _split_share(self.spec.test_split, self.num_eval_examples, 0, self.process_count)
-    max_share = first.end - first.start  # the first share is the largest
+    max_share = _split_share(self.spec.test_split, self.num_eval_examples, 0,
+                             self.process_count).size  # the first share is the largest
     self.num_eval_batches = -(-max_share // self.local_eval_batch_size)
 
     read = functools.partial(_read_share, builder, self.spec, index=self.process_index,
@@ -255,13 +255,12 @@ class Pipeline:
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     share = _split_share(spec.test_split, self.num_eval_examples, self.process_index,
                          self.process_count)
-    size = share.end - share.start
     ds = _examples(self._builder, share, encoded=True)
-    ds = ds.take(size).map(self._eval_example, num_parallel_calls=tf.data.AUTOTUNE,
-                                  deterministic=True)
+    ds = ds.take(share.size).map(self._eval_example, num_parallel_calls=tf.data.AUTOTUNE,
+                                 deterministic=True)
     padding = {'image': tf.zeros(spec.image_shape, tf.float32),
                'label': tf.constant(0, tf.int32), 'mask': tf.constant(False)}
-    pad_n = self.num_eval_batches * self.local_eval_batch_size - size
+    pad_n = self.num_eval_batches * self.local_eval_batch_size - share.size
     return ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad_n))
 
   def _eval_example(self, encoded, label):
@@ -317,6 +316,10 @@ class _SplitShare(NamedTuple):
   start: int
   end: int
 
+  @property
+  def size(self) -> int:
+    return self.end - self.start
+
 
 def _split_share(split: str, n: int, index: int, count: int) -> _SplitShare:
   """Share `index` of `count` of the first `n` examples of `split`.
@@ -343,7 +346,7 @@ def _examples(builder, share: _SplitShare, encoded: bool) -> tf.data.Dataset:
   read_config = tfds.ReadConfig(interleave_cycle_length=1)
   ds = builder.as_dataset(split=share.sub, shuffle_files=False, read_config=read_config,
                           decoders=_decoders(encoded))
-  ds = ds.take(share.end - share.start)  # mock_data ignores slicing: num_examples each time
+  ds = ds.take(share.size)  # mock_data ignores slicing and yields num_examples each time
   return ds.map(lambda ex: (ex['image'], ex['label']), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
 
@@ -356,7 +359,6 @@ def _read_share(builder, spec: datasets.DatasetSpec, split: str, n: int, *, inde
   (uint8 [n, H, W, C]; every image must have the same shape).
   """
   share = _split_share(split, n, index, count)
-  start, end = share.start, share.end
   ds = _examples(builder, share, encoded)
   images, labels = [], [np.zeros((0,), np.int32)]
   try:
@@ -369,15 +371,15 @@ def _read_share(builder, spec: datasets.DatasetSpec, split: str, n: int, *, inde
     raise DataError(f'{spec.name}: {split} images differ in size, so they cannot be held '
                     'decoded in memory: register the dataset with in_memory=False') from e
   labels = np.concatenate(labels)
-  if len(labels) != end - start:
+  if len(labels) != share.size:
     raise ValueError(f'{spec.tfds_name} {split}: read {len(labels)} examples, '
-                     f'expected {end - start}')
+                     f'expected {share.size}')
   if images:
     images = tf.concat(images, axis=0)
   else:
     images = tf.zeros((0,) if encoded else (0,) + spec.image_shape,
                       tf.string if encoded else tf.uint8)
-  return _Share(images, labels, np.arange(start, end, dtype=np.int32))
+  return _Share(images, labels, np.arange(share.start, share.end, dtype=np.int32))
 
 
 def _nbytes(images: tf.Tensor) -> int:
