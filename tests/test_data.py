@@ -167,7 +167,8 @@ def test_train_determinism_and_resume(fashion):
     (5, 1, [(0, 5)]),
 ])
 def test_split_shares_are_tfds_even_splits(n, count, bounds):
-  shares = [pipeline._split_share('test', n, i, count) for i in range(count)]  # pylint: disable=protected-access
+  share = pipeline._split_share  # pylint: disable=protected-access
+  shares = [share('test', n, i, count) for i in range(count)]
   assert [(s.start, s.end) for s in shares] == bounds
   assert [s.size for s in shares] == [b - a for a, b in bounds]
   assert shares[-1].sub == tfds.split_for_jax_process(f'test[:{n}]', process_index=count - 1,

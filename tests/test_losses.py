@@ -104,7 +104,7 @@ def test_critic_and_adversarial_losses():
 
 
 def test_remix_mixes_each_row_with_its_partner():
-  """Images, targets and table rows are all mixed by `remix`: row i = lam x_i + (1-lam) x_perm[i]."""
+  """Images, targets and table rows are mixed by `remix`: lam x_i + (1 - lam) x_perm[i]."""
   rows = jnp.array([[1.0, 0.0], [0.0, 2.0], [4.0, 8.0]])
   perm = jnp.array([2, 0, 1])
   got = losses.remix(rows, perm, 0.75)
