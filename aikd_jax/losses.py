@@ -85,6 +85,34 @@ def _f32(x) -> jax.Array:
   return jnp.asarray(x, jnp.float32)
 
 
+def is_mixed(perm: Optional[jax.Array], lam: Optional[jax.Array], caller: str) -> bool:
+  """Whether a batch is mixed: `perm` and `lam` both given (True) or both None (False).
+
+  They are `batch['mix_perm']` and `batch['mix_lam']` of `mixing.apply`. One without the
+  other is a bug of the caller: ValueError '<caller> needs both perm and lam, or neither'.
+  """
+  if perm is None and lam is None:
+    return False
+  if perm is None or lam is None:
+    raise ValueError(f'{caller} needs both perm and lam, or neither')
+  return True
+
+
+def remix(rows: jax.Array, perm: Optional[jax.Array] = None, lam: Optional[jax.Array] = None,
+          caller: str = 'remix') -> jax.Array:
+  """lam * rows + (1 - lam) * rows[perm] (lam in the rows' dtype): per-example rows (images,
+  targets, table rows) mixed as Mixup/CutMix mixed the batch, example i with perm[i].
+
+  The one place this mixture is written (`mixing` uses it for images and targets; it is
+  here, in a leaf, so that `table_rows` can use it too). Unmixed (`perm` and `lam` None):
+  the rows as they are; `caller` names the function in `is_mixed`'s error.
+  """
+  if not is_mixed(perm, lam, caller):
+    return rows
+  lam = jnp.asarray(lam, rows.dtype)
+  return lam * rows + (1 - lam) * rows[perm]
+
+
 # --- TF-KD (teacher-free KD, self-training variant) -------------------------------------
 
 def tfkd_loss(logits: jax.Array, targets: jax.Array, teacher_logits: jax.Array,
@@ -115,6 +143,18 @@ def pskd_alpha(epoch, alpha_T: float, num_epochs: int) -> jax.Array:
   return alpha_T * (_f32(epoch) + 1.0) / num_epochs
 
 
+def empty_table(num_examples: int, num_classes: int) -> jax.Array:
+  """A per-example table [N, C] float32 of zeros (PS-KD; AI-KD's table mode): until
+  `write_rows` writes a row, `table_rows` reads it as the example's label."""
+  return jnp.zeros((num_examples, num_classes), jnp.float32)
+
+
+def write_rows(table: jax.Array, indices: jax.Array, rows: jax.Array) -> jax.Array:
+  """The table with rows[i] (float32, detached) stored at indices[i]: after a step, each
+  anchor's prediction at its dataset index (the mixed prediction under Mixup/CutMix)."""
+  return table.at[indices].set(jax.lax.stop_gradient(_f32(rows)))
+
+
 def table_rows(table: jax.Array, indices: jax.Array, labels: jax.Array,
                perm: Optional[jax.Array] = None, lam: Optional[jax.Array] = None,
                to_probs: Optional[Callable[[jax.Array], jax.Array]] = None) -> jax.Array:
@@ -134,12 +174,7 @@ def table_rows(table: jax.Array, indices: jax.Array, labels: jax.Array,
   rows = raw if to_probs is None else to_probs(raw)
   written = jnp.any(raw != 0, axis=-1, keepdims=True)
   rows = jnp.where(written, rows, jax.nn.one_hot(labels, rows.shape[-1], dtype=rows.dtype))
-  if perm is None and lam is None:
-    return rows
-  if perm is None or lam is None:
-    raise ValueError('table_rows needs both perm and lam, or neither')
-  lam = _f32(lam)
-  return lam * rows + (1.0 - lam) * rows[perm]
+  return remix(rows, perm, lam, 'table_rows')
 
 
 def pskd_target(targets: jax.Array, table_rows: jax.Array, alpha_t,
@@ -261,10 +296,8 @@ def zipf_label_sets(labels: jax.Array, perm: Optional[jax.Array] = None,
                     lam: Optional[jax.Array] = None) -> Tuple[jax.Array, jax.Array]:
   """(label sets [K, B], weights [K]) for `zipf_loss`: ([y], [1]) for an unmixed batch,
   ([y, y[perm]], [lam, 1 - lam]) for `batch['mix_perm']`, `batch['mix_lam']`."""
-  if perm is None and lam is None:
+  if not is_mixed(perm, lam, 'zipf_label_sets'):
     return labels[None], jnp.ones((1,), jnp.float32)
-  if perm is None or lam is None:
-    raise ValueError('zipf_label_sets needs both perm and lam, or neither')
   lam = _f32(lam)
   return jnp.stack([labels, labels[perm]]), jnp.stack([lam, 1.0 - lam])
 

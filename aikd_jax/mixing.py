@@ -26,6 +26,8 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from aikd_jax import losses
+
 Batch = Dict[str, jax.Array]
 
 _CUTOUT_SALT = 0
@@ -90,9 +92,8 @@ def cutout(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
 
 
 def mix_images(images: jax.Array, perm: jax.Array, lam: jax.Array) -> jax.Array:
-  """lam * images + (1 - lam) * images[perm], in the images' dtype."""
-  lam = jnp.asarray(lam, images.dtype)
-  return lam * images + (1 - lam) * images[perm]
+  """lam * images + (1 - lam) * images[perm], in the images' dtype (`losses.remix`)."""
+  return losses.remix(images, perm, lam, 'mix_images')
 
 
 def mixup(key: jax.Array, images: jax.Array,
@@ -162,12 +163,7 @@ def mixed_targets(labels: jax.Array, num_classes: int, perm: Optional[jax.Array]
                   lam: Optional[jax.Array] = None) -> jax.Array:
   """Target distributions [B, C]: one_hot(labels), or lam-mixed with labels[perm]."""
   one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-  if perm is None and lam is None:
-    return one_hot
-  if perm is None or lam is None:
-    raise ValueError('mixed_targets needs both perm and lam, or neither')
-  lam = jnp.asarray(lam, jnp.float32)
-  return lam * one_hot + (1.0 - lam) * one_hot[perm]
+  return losses.remix(one_hot, perm, lam, 'mixed_targets')
 
 
 def apply(key: jax.Array, batch: Batch, augment: Any,

@@ -160,6 +160,21 @@ def test_train_determinism_and_resume(fashion):
   assert list(p.train_batches(0, start_step=6)) == []
 
 
+@pytest.mark.parametrize('n,count,bounds', [
+    (11, 3, [(0, 4), (4, 8), (8, 11)]),  # the larger shares first
+    (12, 4, [(0, 3), (3, 6), (6, 9), (9, 12)]),
+    (2, 4, [(0, 1), (1, 2), (2, 2), (2, 2)]),  # more processes than examples
+    (5, 1, [(0, 5)]),
+])
+def test_split_shares_are_tfds_even_splits(n, count, bounds):
+  share = pipeline._split_share  # pylint: disable=protected-access
+  shares = [share('test', n, i, count) for i in range(count)]
+  assert [(s.start, s.end) for s in shares] == bounds
+  assert [s.size for s in shares] == [b - a for a, b in bounds]
+  assert shares[-1].sub == tfds.split_for_jax_process(f'test[:{n}]', process_index=count - 1,
+                                                      process_count=count)
+
+
 def test_train_ids_stable_across_process_counts(fashion):
   """Example id -> (augmented view, label) is the same with 1 and 2 processes."""
   def views(batches):

@@ -5,10 +5,8 @@ Each row is (name, setup, exit status, text of the error line). `setup(tmp_path,
 writes a manual dir and returns (the command's arguments, the folder that must be left
 exactly as it was).
 """
-import contextlib
 import io
 import os
-import subprocess
 import tarfile
 import zipfile
 
@@ -17,8 +15,8 @@ import pytest
 from aikd_jax.data.builders import __main__ as prepare_command
 from aikd_jax.data.builders import fgvc_aircraft, mit67, tiny_imagenet
 from aikd_jax.errors import ConfigError
+from tests import hostile
 from tests.test_builders import write_fgvc_archive, write_mit67_files, write_tiny_imagenet_zip
-from tests.test_import_torch import _snapshot
 
 
 def _with_member(archive: str, suffix: str, data: bytes) -> None:
@@ -65,16 +63,6 @@ def _emptied(name: str, archive_name: str | None, member: str):
   return setup
 
 
-def _mount(tmp_path, cleanup, options: str):
-  disk = tmp_path / 'disk'
-  disk.mkdir()
-  if subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(disk)],
-                    capture_output=True).returncode:
-    pytest.skip('cannot mount a tmpfs here (needs root)')
-  cleanup.callback(subprocess.run, ['umount', str(disk)], check=True)
-  return disk
-
-
 def _data_dir_is_a_file(tmp_path, cleanup):
   del cleanup
   (tmp_path / 'tfds').write_text('not a folder')
@@ -82,12 +70,12 @@ def _data_dir_is_a_file(tmp_path, cleanup):
 
 
 def _data_dir_read_only(tmp_path, cleanup):
-  disk = _mount(tmp_path, cleanup, 'ro,size=1m')
+  disk = hostile.mount_tmpfs(tmp_path, cleanup, 'ro,size=1m')
   return _args('mit67', _manual(tmp_path, 'mit67'), disk / 'tfds'), tmp_path / 'manual'
 
 
 def _data_dir_on_a_full_disk(tmp_path, cleanup):
-  disk = _mount(tmp_path, cleanup, 'size=16k')
+  disk = hostile.mount_tmpfs(tmp_path, cleanup, 'size=16k')
   return _args('mit67', _manual(tmp_path, 'mit67'), disk / 'tfds'), tmp_path / 'manual'
 
 
@@ -114,18 +102,15 @@ CASES = [
 @pytest.mark.parametrize('name,setup,code,says', CASES, ids=[c[0] for c in CASES])
 def test_hostile_input_is_one_line(tmp_path, capsys, name, setup, code, says):
   del name
-  with contextlib.ExitStack() as cleanup:
-    args, untouched = setup(tmp_path, cleanup)
-    before = _snapshot(untouched)
-    status = prepare_command.main([str(a) for a in args])
-    err = capsys.readouterr().err
-    assert status == code, err
-    lines = [l for l in err.replace('\r', '\n').splitlines() if l.strip()]  # TFDS's progress
-    assert [l for l in lines if 'error:' in l] == [lines[-1]], err
-    assert lines[-1].lstrip().startswith('error: ') and says in lines[-1], err
-    assert 'Traceback' not in err
-    assert _snapshot(untouched) == before
-    data_dir = args[-1].split('=', 1)[1]
+
+  def command(args):
+    return prepare_command.main([str(a) for a in args]), capsys.readouterr().err
+
+  with hostile.run_row(tmp_path, setup, command) as row:
+    assert row.status == code, row.err
+    assert says in hostile.last_error_line(row.err), row.err  # after TFDS's progress lines
+    assert row.after() == row.before
+    data_dir = row.args[0][-1].split('=', 1)[1]
     if os.path.isdir(data_dir):  # nothing half-prepared that a run would read
       assert not [p for p, _, files in os.walk(data_dir) for f in files
                   if f == 'dataset_info.json'], os.listdir(data_dir)

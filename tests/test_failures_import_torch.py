@@ -5,16 +5,15 @@ Each row is (name, setup, exit status, text of the error line). `setup(tmp_path,
 (`cli(output, *flags)` runs the command) returns (the --output, extra flags, the
 folder that must be left exactly as it was).
 """
-import contextlib
+import functools
 import os
-import subprocess
-import time
 
 import pytest
 
 from aikd_jax import models
 from aikd_jax.tools import import_torch
-from tests.test_import_torch import _cli, _one_line, _snapshot
+from tests import hostile
+from tests.test_import_torch import _cli, _one_line
 
 
 def _user_folder(tmp_path, cleanup, cli):
@@ -37,19 +36,9 @@ def _other_folder(tmp_path, cleanup, cli):
   return tmp_path / 'out', ['--overwrite'], tmp_path / 'out'
 
 
-def _mount(tmp_path, cleanup, options: str):
-  disk = tmp_path / 'disk'
-  disk.mkdir()
-  if subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(disk)],
-                    capture_output=True).returncode:
-    pytest.skip('cannot mount a tmpfs here (needs root)')
-  cleanup.callback(subprocess.run, ['umount', str(disk)], check=True)
-  return disk
-
-
 def _read_only(tmp_path, cleanup, cli):
   del cli
-  disk = _mount(tmp_path, cleanup, 'ro,size=1m')
+  disk = hostile.mount_tmpfs(tmp_path, cleanup, 'ro,size=1m')
   return disk / 'out', [], disk
 
 
@@ -62,7 +51,7 @@ def _below_a_file(tmp_path, cleanup, cli):
 
 def _full_disk_over_an_old_model(tmp_path, cleanup, cli):
   """An exported model on a disk with too little room for a second copy."""
-  disk = _mount(tmp_path, cleanup, 'size=1m')
+  disk = hostile.mount_tmpfs(tmp_path, cleanup, 'size=1m')
   assert cli(disk / 'out')[0] == 0
   free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
   (disk / 'filler').write_bytes(b'x' * (free - 64 * 1024))
@@ -83,21 +72,18 @@ CASES = [
 
 @pytest.mark.parametrize('name,setup,code,says', CASES, ids=[c[0] for c in CASES])
 def test_hostile_output_is_one_line(monkeypatch, capsys, tmp_path, name, setup, code, says):
-  with contextlib.ExitStack() as cleanup:
-    cli = lambda out, *flags: _cli(monkeypatch, capsys, out, *flags)
-    out, flags, untouched = setup(tmp_path, cleanup, cli)
-    before = _snapshot(untouched)
-    start = time.monotonic()
-    rc, err = cli(out, *flags)
-    assert time.monotonic() - start < 60, name  # no retries on a read-only or missing store
-    assert rc == code and says in _one_line(err), err
-    after = _snapshot(untouched)
+  cli = lambda out, *flags: _cli(monkeypatch, capsys, out, *flags)
+  with hostile.run_row(tmp_path, functools.partial(setup, cli=cli),
+                       lambda out, flags: cli(out, *flags)) as row:
+    assert row.seconds < 60, name  # no retries on a read-only or missing store
+    assert row.status == code and says in _one_line(row.err), row.err
+    after, (out, _), untouched = row.after(), row.args, row.untouched
     if name == 'full_disk_over_an_old_model':  # the old model survives and still loads
       assert models.load(str(out))[1]['params']
       partial = set(os.listdir(untouched)) - {'filler', 'out'}  # at most a dying writer's
       assert not any(os.path.exists(untouched / p / 'model.json') for p in partial)
       after = {k: v for k, v in after.items() if k.split('/')[0] not in partial}
-    assert after == before
+    assert after == row.before
 
 
 def test_internal_error_is_one_line_naming_its_log(monkeypatch, capsys, tmp_path):

@@ -16,6 +16,7 @@ from aikd_jax import checkpointing
 from aikd_jax.errors import (ConfigError, DataError, NonFiniteLossError, UserError,
                              WorkdirError)
 from aikd_jax.tools import import_torch
+from tests import hostile
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
 ARCHS = ['preact_resnet18', 'preact_resnet50', 'cifar_densenet121',
@@ -179,29 +180,18 @@ def _one_line(err: str) -> str:
   return err
 
 
-def _snapshot(folder) -> dict:
-  """{relative path: bytes} of every file under `folder`."""
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        out[os.path.relpath(path, folder)] = f.read()
-  return out
-
-
 def test_existing_output_is_refused_then_overwrite_replaces(monkeypatch, capsys, tmp_path):
   out = tmp_path / 'out'
   assert _cli(monkeypatch, capsys, out)[0] == 0
   (out / 'notes.txt').write_text('mine')
-  before = _snapshot(out)
+  before = hostile.snapshot(out)
   rc, err = _cli(monkeypatch, capsys, out)
   assert rc == WorkdirError.exit_code
   assert f'--output {out} already holds files' in _one_line(err) and '--overwrite' in err
-  assert _snapshot(out) == before
+  assert hostile.snapshot(out) == before
   rc, err = _cli(monkeypatch, capsys, out, '--overwrite')  # notes.txt: not an exported model
   assert rc == WorkdirError.exit_code and 'holds files that are not an exported model' in err
-  assert _snapshot(out) == before
+  assert hostile.snapshot(out) == before
   (out / 'notes.txt').unlink()
   (out / 'variables' / 'stale').write_text('old')
   rc, err = _cli(monkeypatch, capsys, out, '--overwrite')
@@ -293,7 +283,7 @@ def _save(directory, variables=None, num_classes=3):
 def test_save_model_crash_leaves_the_old_model(monkeypatch, tmp_path):
   target = tmp_path / 'model'
   _save(target)
-  before = _snapshot(target)
+  before = hostile.snapshot(target)
 
   def crash(path, obj):
     raise KeyboardInterrupt  # interrupted just before model.json
@@ -301,7 +291,7 @@ def test_save_model_crash_leaves_the_old_model(monkeypatch, tmp_path):
   monkeypatch.setattr(checkpointing, '_write_json', crash)
   with pytest.raises(KeyboardInterrupt):
     _save(target, num_classes=5)
-  assert _snapshot(target) == before
+  assert hostile.snapshot(target) == before
   assert checkpointing.read_model_meta(str(target))['num_classes'] == 3
   with pytest.raises(KeyboardInterrupt):
     _save(tmp_path / 'fresh')

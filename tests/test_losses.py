@@ -101,3 +101,36 @@ def test_critic_and_adversarial_losses():
   np.testing.assert_allclose(losses.critic_loss(d_fake, d_real, jnp.array(0.2), 10.0),
                              2.0 - 0.5 + 2.0)
   np.testing.assert_allclose(losses.adversarial_loss(d_fake), -2.0)
+
+
+def test_remix_mixes_each_row_with_its_partner():
+  """Images, targets and table rows are mixed by `remix`: lam x_i + (1 - lam) x_perm[i]."""
+  rows = jnp.array([[1.0, 0.0], [0.0, 2.0], [4.0, 8.0]])
+  perm = jnp.array([2, 0, 1])
+  got = losses.remix(rows, perm, 0.75)
+  np.testing.assert_allclose(got, [[0.75 + 1.0, 2.0],  # 0.75 [1, 0] + 0.25 [4, 8]
+                                   [0.25, 1.5],  # 0.75 [0, 2] + 0.25 [1, 0]
+                                   [3.0, 6.5]], rtol=1e-6)  # 0.75 [4, 8] + 0.25 [0, 2]
+  images = jnp.ones((2, 1, 1, 1), jnp.bfloat16) * jnp.array([2.0, 6.0], jnp.bfloat16)[:, None,
+                                                                                      None, None]
+  mixed = losses.remix(images, jnp.array([1, 0]), 0.5)
+  assert mixed.dtype == jnp.bfloat16  # lam takes the rows' dtype
+  np.testing.assert_array_equal(mixed.astype(jnp.float32).ravel(), [4.0, 4.0])
+  assert losses.remix(rows) is rows  # unmixed: the rows as they are
+  with pytest.raises(ValueError, match='^mixed_targets needs both perm and lam, or neither$'):
+    losses.remix(rows, lam=0.5, caller='mixed_targets')
+  with pytest.raises(ValueError, match='remix needs both'):
+    losses.remix(rows, perm)
+
+
+def test_table_is_written_at_the_ids_and_detached():
+  table = losses.empty_table(4, 3)
+  assert table.shape == (4, 3) and table.dtype == jnp.float32 and not jnp.any(table)
+  rows = jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], jnp.bfloat16)
+  table = losses.write_rows(table, jnp.array([2, 0]), rows)
+  np.testing.assert_array_equal(table, [[4, 5, 6], [0, 0, 0], [1, 2, 3], [0, 0, 0]])
+  assert table.dtype == jnp.float32
+  # The stored rows carry no gradient back to what produced them.
+  grad = jax.grad(lambda x: jnp.sum(losses.write_rows(losses.empty_table(2, 2),
+                                                      jnp.array([1]), x)))(jnp.ones((1, 2)))
+  np.testing.assert_array_equal(grad, [[0.0, 0.0]])

@@ -1,8 +1,10 @@
 """TFDS -> tf.data -> host-local numpy batches, for training and evaluation.
 
 Each process reads only its own share of every split
-(`tfds.split_for_jax_process`); example ids are indices in the split, the
-same whatever the number of processes.
+(`tfds.split_for_jax_process`, whose bounds `_split_share` reads back); example
+ids are indices in the split, the same whatever the number of processes. The
+builder comes ready from `prepare.py` (which prepares it from local files if
+needed).
 
 Training. The process's train share is read once into memory, as one tensor
 that every epoch gathers from:
@@ -47,7 +49,7 @@ from collections.abc import Iterator
 import copy
 import dataclasses
 import functools
-import os
+from typing import Any, NamedTuple
 
 from absl import logging
 import jax
@@ -55,11 +57,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from aikd_jax import paths
 from aikd_jax.data import augment
-from aikd_jax.data import builders  # noqa: F401  (registers our TFDS builders)
 from aikd_jax.data import datasets
-from aikd_jax.errors import ConfigError, DataError, UserError
+from aikd_jax.data import prepare
+from aikd_jax.errors import ConfigError, DataError
 
 _SHUFFLE_SALT = 0x5348  # separates the shuffle seed from other uses of config.seed
 _PAIR_SALT = 0x5041  # separates the CS-KD partner draw from the shuffle
@@ -123,7 +124,7 @@ class Pipeline:
     self._seed = int(config.seed) % 2**63
     self._options = _data_options(threads)
 
-    builder = _ready_builder(self.spec, config.data.tfds_dir, config.data.manual_dir)
+    builder = prepare.ready_builder(self.spec, config.data.tfds_dir, config.data.manual_dir)
     self.num_train_examples = _subset_size(builder, self.spec.train_split,
                                            config.data.train_subset, 'train_subset')
     self.num_eval_examples = _subset_size(builder, self.spec.test_split,
@@ -132,7 +133,8 @@ class Pipeline:
     if self.steps_per_epoch == 0:
       raise ConfigError(f'batch_size {config.batch_size} exceeds the {self.num_train_examples} '
                       'training examples: lower --config.batch_size')
-    max_share = -(-self.num_eval_examples // self.process_count)
+    max_share = _split_share(self.spec.test_split, self.num_eval_examples, 0,
+                             self.process_count).size  # the first share is the largest
     self.num_eval_batches = -(-max_share // self.local_eval_batch_size)
 
     read = functools.partial(_read_share, builder, self.spec, index=self.process_index,
@@ -251,14 +253,14 @@ class Pipeline:
                                resize_size=spec.resize_size)
       return ds.map(lambda ex: dict(ex, image=view(ex['image'])),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    start, end = _share_bounds(self.num_eval_examples, self.process_index, self.process_count)
-    ds = _encoded_examples(self._builder, spec.test_split, self.num_eval_examples,
-                           index=self.process_index, count=self.process_count)
-    ds = ds.take(end - start).map(self._eval_example, num_parallel_calls=tf.data.AUTOTUNE,
-                                  deterministic=True)
+    share = _split_share(spec.test_split, self.num_eval_examples, self.process_index,
+                         self.process_count)
+    ds = _examples(self._builder, share, encoded=True)
+    ds = ds.take(share.size).map(self._eval_example, num_parallel_calls=tf.data.AUTOTUNE,
+                                 deterministic=True)
     padding = {'image': tf.zeros(spec.image_shape, tf.float32),
                'label': tf.constant(0, tf.int32), 'mask': tf.constant(False)}
-    pad_n = self.num_eval_batches * self.local_eval_batch_size - (end - start)
+    pad_n = self.num_eval_batches * self.local_eval_batch_size - share.size
     return ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad_n))
 
   def _eval_example(self, encoded, label):
@@ -291,58 +293,6 @@ def _local_size(global_size: int, process_count: int, name: str) -> int:
   return global_size // process_count
 
 
-def _ready_builder(spec: datasets.DatasetSpec, tfds_dir: str | None, manual_dir: str | None):
-  """The TFDS builder of `spec`, prepared from local files first if it can be.
-
-  `tfds_dir` and `manual_dir` may be local folders (made absolute) or gs://... URLs.
-  """
-  tfds_dir = paths.absolute(tfds_dir) if tfds_dir else None
-  manual_dir = paths.absolute(manual_dir) if manual_dir else None
-  bucket = paths.missing_bucket(tfds_dir or '')
-  if bucket:
-    raise DataError(f'--config.data.tfds_dir {tfds_dir}: the bucket {bucket} does not exist or '
-                    'these credentials cannot see it; create it or fix the name')
-  builder = tfds.builder(spec.tfds_name, data_dir=tfds_dir)
-  if _has_data(builder, spec.train_split):
-    return builder
-  if spec.manual_dir is None:
-    root = tfds_dir or tfds.core.constants.DATA_DIR
-    raise DataError(
-        f'Dataset {spec.tfds_name} is not prepared in {root} (looked in {builder.data_dir}): '
-        f'run `python -m aikd_jax.data.builders {spec.tfds_name} --data_dir={root}` on a '
-        'machine with network or copy a prepared folder there, and set --config.data.tfds_dir')
-  if manual_dir is None:
-    manual_dir = spec.manual_dir
-    if tfds_dir and manual_dir == datasets.TFDS_MANUAL_DIR:  # follow a custom data dir
-      manual_dir = paths.join(tfds_dir, 'downloads', 'manual')
-  _prepare_from_manual_dir(builder, manual_dir)
-  return tfds.builder(spec.tfds_name, data_dir=tfds_dir)
-
-
-def _has_data(builder, split: str) -> bool:
-  try:
-    builder.as_dataset(split=split)  # under tfds.testing.mock_data this always works
-  except AssertionError:  # TFDS: "could not find data in ..."
-    return False
-  return True
-
-
-def _prepare_from_manual_dir(builder, manual_dir: str) -> None:
-  """Prepares a builder from its manual dir (seconds); tolerates a concurrent process."""
-  check = getattr(type(builder), 'check_manual_dir', None)
-  if check is not None:
-    check(manual_dir)
-  logging.info('Preparing %s from %s into %s', builder.name, manual_dir, builder.data_dir)
-  config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
-  try:
-    builder.download_and_prepare(download_config=config)
-  except UserError:
-    raise
-  except Exception:  # pylint: disable=broad-except
-    if not builder.is_prepared():  # else another process prepared it at the same time
-      raise
-
-
 def _subset_size(builder, split: str, subset: int | None, name: str) -> int:
   total = _split_size(builder, split)
   if subset is None:
@@ -360,11 +310,28 @@ def _split_size(builder, split: str) -> int:
     return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
 
 
-def _share_bounds(n: int, index: int, count: int) -> tuple[int, int]:
-  """[start, end) of share `index` of `count`, as tfds.even_splits(drop_remainder=False)."""
-  per, extra = divmod(n, count)
-  start = per * index + min(index, extra)
-  return start, start + per + (1 if index < extra else 0)
+class _SplitShare(NamedTuple):
+  """One process's share of a split: the TFDS sub-split, and [start, end) in the split."""
+  sub: Any  # what `builder.as_dataset(split=...)` reads
+  start: int
+  end: int
+
+  @property
+  def size(self) -> int:
+    return self.end - self.start
+
+
+def _split_share(split: str, n: int, index: int, count: int) -> _SplitShare:
+  """Share `index` of `count` of the first `n` examples of `split`.
+
+  The sub-split is `tfds.split_for_jax_process`'s (sizes differ by at most one, the
+  larger first), and its bounds are read back from it, resolved against a split of `n`
+  examples: TFDS's arithmetic is the only one (TFDS writes a bound at an end as None).
+  """
+  sub = tfds.split_for_jax_process(f'{split}[:{n}]', process_index=index, process_count=count)
+  whole = tfds.core.SplitDict([tfds.core.SplitInfo(name=split, shard_lengths=[n], num_bytes=0)])
+  (read,) = sub.to_absolute(whole)
+  return _SplitShare(sub, read.from_ or 0, n if read.to is None else read.to)
 
 
 def _decoders(encoded: bool):
@@ -373,21 +340,15 @@ def _decoders(encoded: bool):
   return tfds.decode.PartialDecoding({'image': True, 'label': True}, decoders=skip)
 
 
-def _examples(builder, split: str, n: int, *, index: int, count: int,
-              encoded: bool) -> tf.data.Dataset:
-  """(image, label) of this process's share of the first `n` examples, in split order."""
-  start, end = _share_bounds(n, index, count)
-  sub = tfds.split_for_jax_process(f'{split}[:{n}]', process_index=index, process_count=count)
+def _examples(builder, share: _SplitShare, encoded: bool) -> tf.data.Dataset:
+  """(image, label) of the examples of `share`, in split order."""
   # One file at a time, in order: ids are then positions in the split.
   read_config = tfds.ReadConfig(interleave_cycle_length=1)
-  ds = builder.as_dataset(split=sub, shuffle_files=False, read_config=read_config,
+  ds = builder.as_dataset(split=share.sub, shuffle_files=False, read_config=read_config,
                           decoders=_decoders(encoded))
-  ds = ds.take(end - start)  # mock_data ignores slicing and yields num_examples each time
+  ds = ds.take(share.size)  # mock_data ignores slicing and yields num_examples each time
   return ds.map(lambda ex: (ex['image'], ex['label']), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
-
-
-_encoded_examples = functools.partial(_examples, encoded=True)
 
 
 def _read_share(builder, spec: datasets.DatasetSpec, split: str, n: int, *, index: int,
@@ -397,8 +358,8 @@ def _read_share(builder, spec: datasets.DatasetSpec, split: str, n: int, *, inde
   `encoded`: keep each image's encoded bytes (a string tensor [n]); else decode
   (uint8 [n, H, W, C]; every image must have the same shape).
   """
-  start, end = _share_bounds(n, index, count)
-  ds = _examples(builder, split, n, index=index, count=count, encoded=encoded)
+  share = _split_share(split, n, index, count)
+  ds = _examples(builder, share, encoded)
   images, labels = [], [np.zeros((0,), np.int32)]
   try:
     for x, y in ds.batch(_READ_BATCH):
@@ -410,15 +371,15 @@ def _read_share(builder, spec: datasets.DatasetSpec, split: str, n: int, *, inde
     raise DataError(f'{spec.name}: {split} images differ in size, so they cannot be held '
                     'decoded in memory: register the dataset with in_memory=False') from e
   labels = np.concatenate(labels)
-  if len(labels) != end - start:
+  if len(labels) != share.size:
     raise ValueError(f'{spec.tfds_name} {split}: read {len(labels)} examples, '
-                     f'expected {end - start}')
+                     f'expected {share.size}')
   if images:
     images = tf.concat(images, axis=0)
   else:
     images = tf.zeros((0,) if encoded else (0,) + spec.image_shape,
                       tf.string if encoded else tf.uint8)
-  return _Share(images, labels, np.arange(start, end, dtype=np.int32))
+  return _Share(images, labels, np.arange(share.start, share.end, dtype=np.int32))
 
 
 def _nbytes(images: tf.Tensor) -> int:

@@ -92,7 +92,7 @@ class AIKD(base.Method):
     if self.uses_previous and self.c.previous == 'snapshot':
       state['previous'] = jax.tree.map(jnp.copy, ctx.variables)
     elif self.uses_previous:
-      state['table'] = jnp.zeros((ctx.num_train_examples, ctx.num_classes), jnp.float32)
+      state['table'] = losses.empty_table(ctx.num_train_examples, ctx.num_classes)
     if self.uses_critic:
       v = self.critic.init(key, jnp.zeros((2, ctx.num_classes), jnp.float32), train=False)
       tx = optax.adam(self.c.critic_lr, b1=self.c.critic_b1, b2=self.c.critic_b2)
@@ -146,8 +146,7 @@ class AIKD(base.Method):
       return state, metrics
     state = dict(state)
     if 'table' in state:  # the mixed prediction is stored at the anchor's id
-      state['table'] = state['table'].at[inputs.batch['id']].set(
-          jax.lax.stop_gradient(logits).astype(jnp.float32))
+      state['table'] = losses.write_rows(state['table'], inputs.batch['id'], logits)
     if self.uses_critic:
       critic = state['critic']
       fake = jax.lax.stop_gradient(logits)

@@ -36,7 +36,7 @@ class PSKD(base.Method):
 
   def init_state(self, key, ctx: base.InitContext):
     del key
-    return {'table': jnp.zeros((ctx.num_train_examples, ctx.num_classes), jnp.float32)}
+    return {'table': losses.empty_table(ctx.num_train_examples, ctx.num_classes)}
 
   def target(self, state, inputs: base.StepInputs):
     """q of `pskd_target` for this step's batch."""
@@ -50,8 +50,8 @@ class PSKD(base.Method):
     return losses.pskd_loss(out.logits, self.target(state, inputs))
 
   def after_step(self, state, logits, inputs):
-    probs = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
-    return {'table': state['table'].at[inputs.batch['id']].set(probs)}, {}
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return {'table': losses.write_rows(state['table'], inputs.batch['id'], probs)}, {}
 
 
 registry.register('pskd', PSKD, group='pskd', config_cls=PSKDConfig)

@@ -17,9 +17,6 @@ Prepare once (or let training do it on first use):
 
   python -m aikd_jax.data.builders fgvc_aircraft --manual_dir=DIR [--data_dir=TFDS_DIR]
 """
-from absl import logging
-import tensorflow_datasets as tfds
-
 from aikd_jax.data.builders import manual
 
 NUM_CLASSES = 100
@@ -33,68 +30,42 @@ VARIANTS = 'variants.txt'
 LISTS = {'trainval': 'images_variant_trainval.txt', 'test': 'images_variant_test.txt'}
 
 
-class FgvcAircraft(tfds.core.GeneratorBasedBuilder):
+class FgvcAircraft(manual.ManualBuilder):
   """FGVC-Aircraft 2013b: 100 variants, 6,667 trainval / 3,334 test, banner cropped."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = manual.instructions(
       [DOWNLOAD], 'fgvc_aircraft',
       'The tar.gz is read as it is; its extracted folder fgvc-aircraft-2013b/ works too '
       '(and prepares faster).')
+  DOWNLOADS = (DOWNLOAD,)
+  NUM_CLASSES = NUM_CLASSES
+  SPLIT_SIZES = SPLIT_SIZES
+  CLASSES = 'variants'
+  DESCRIPTION = ('FGVC-Aircraft 2013b (Maji et al., 2013) at the variant level, '
+                 f'with the bottom {BANNER_ROWS}-pixel copyright banner cropped off. '
+                 'Labels index the variants in the order of variants.txt.')
+  HOMEPAGE = 'https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/'
 
-  @classmethod
-  def check_manual_dir(cls, manual_dir: str) -> None:
-    """Called by the pipeline before preparing: fails with one clear line if files are missing."""
-    manual.check_files(manual_dir, [DOWNLOAD])
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=('FGVC-Aircraft 2013b (Maji et al., 2013) at the variant level, '
-                     f'with the bottom {BANNER_ROWS}-pixel copyright banner cropped off. '
-                     'Labels index the variants in the order of variants.txt.'),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(),  # names are set when preparing
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/',
-    )
-
-  def _split_generators(self, dl_manager):
-    manual_dir = str(dl_manager.manual_dir)
-    self.check_manual_dir(manual_dir)
+  def _read_lists(self, manual_dir: str):
+    """The variants and the lists (lines '<image id> <variant name>'), keyed by image id."""
     source = manual.open_source(manual_dir, DOWNLOAD)
     texts = manual.read_texts(source, [VARIANTS, *LISTS.values()])
     variants = texts[VARIANTS]
     if len(set(variants)) != len(variants):
       raise source.bad(f'{VARIANTS} lists a variant twice (not the official archive)')
-    self.info.features['label'].names = variants
     known = set(variants)
     splits = {}
     for split, list_name in LISTS.items():
-      splits[split] = {}
+      variant_of = {}
       for line in texts[list_name]:
         image_id, _, variant = line.partition(' ')
         if variant not in known:
           raise source.bad(f'{list_name} line {line[:60]!r} does not name a variant of '
                            f'{VARIANTS} (not the official archive)')
-        splits[split][image_id] = variant
-    sizes = {split: len(ids) for split, ids in splits.items()}
-    if len(variants) != NUM_CLASSES or sizes != SPLIT_SIZES:
-      logging.warning('FGVC-Aircraft: %d variants and split sizes %s; the official archive has '
-                      '%d and %s', len(variants), sizes, NUM_CLASSES, SPLIT_SIZES)
-    return {split: self._generate_examples(source, ids) for split, ids in splits.items()}
+        variant_of[image_id] = variant
+      splits[split] = [manual.Example(f'images/{image_id}.jpg', image_id, variant)
+                       for image_id, variant in variant_of.items()]
+    return source, variants, splits
 
-  def _generate_examples(self, source: manual.Source, variant_of: dict[str, str]):
-    """Yields (image id, example); `variant_of` maps image id -> variant name."""
-
-    def encode(item):
-      path, data = item
-      image_id = path.rsplit('/', 1)[-1].rsplit('.', 1)[0]
-      jpeg, _ = source.image(data, path, crop_bottom=BANNER_ROWS)
-      return image_id, {'image': jpeg, 'label': variant_of[image_id]}
-
-    paths = [f'images/{image_id}.jpg' for image_id in variant_of]
-    yield from manual.parallel_map(encode, source.read_many(paths))
+  def _image(self, source, path, data):
+    return source.image(data, path, crop_bottom=BANNER_ROWS)[0]

@@ -1,5 +1,9 @@
 """Shared parts of our manual-download TFDS builders (Tiny-ImageNet, MIT67, FGVC-Aircraft).
 
+- `ManualBuilder`: the builders' common base. It checks the downloads, builds the
+  DatasetInfo, warns when the class count or split sizes are not the official ones, and
+  stores every listed image as a JPEG; each builder's module holds only what differs (its
+  files and URLs, and how it parses its lists into `Example`s).
 - `Download`: what the user must download, and the one-line error when it is missing.
 - `open_source`: the downloaded data as an archive (zip, tar, tar.gz), read directly,
   or as the folder it extracts to; both read the same member paths. A zip is known by
@@ -15,6 +19,7 @@ ranged reads.
 
 `python -m aikd_jax.data.builders NAME --manual_dir=DIR` prepares one of them (`__main__.py`).
 """
+import abc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import bz2
 import collections
@@ -26,11 +31,14 @@ import io
 import lzma
 import os
 import tarfile
+from typing import NamedTuple
 import zipfile
 import zlib
 
+from absl import logging
 from etils import epath
 from PIL import Image
+import tensorflow_datasets as tfds
 
 from aikd_jax.errors import DataError
 
@@ -372,3 +380,87 @@ def parallel_map(fn: Callable, items: Iterable, workers: int | None = None) -> I
         yield pending.popleft().result()
     while pending:
       yield pending.popleft().result()
+
+
+def stem(path: str) -> str:
+  """The file name of `path` without folders and extension: 'train/a/x_0.JPEG' -> 'x_0'."""
+  return path.rsplit('/', 1)[-1].rsplit('.', 1)[0]
+
+
+class Example(NamedTuple):
+  """One image of a split: its path in the `Source`, the example's key, its class name."""
+  path: str
+  key: str
+  label: str
+
+
+class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A TFDS builder of RGB JPEGs read from files the user downloaded by hand.
+
+  A subclass (one module per dataset; TFDS names it after the class) sets
+  MANUAL_DOWNLOAD_INSTRUCTIONS (`instructions`), DOWNLOADS (checked before preparing),
+  NUM_CLASSES and SPLIT_SIZES (the official ones; others are warned about), DESCRIPTION,
+  HOMEPAGE and IMAGE_SHAPE, and implements `_read_lists`; it overrides `_image` to check
+  or crop the images.
+  """
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  DOWNLOADS: tuple[Download, ...] = ()
+  NUM_CLASSES: int = 0
+  SPLIT_SIZES: dict[str, int] = {}
+  # The warning on unusual sizes: '<dataset>: 5 <CLASSES> and split sizes {...};
+  # <OFFICIAL> 67 and {...}'.
+  CLASSES = 'classes'
+  OFFICIAL = 'the official archive has'
+  DESCRIPTION = ''
+  HOMEPAGE = ''
+  IMAGE_SHAPE: tuple[int | None, int | None, int] = (None, None, 3)
+
+  @classmethod
+  def check_manual_dir(cls, manual_dir: str) -> None:
+    """Called by the pipeline before preparing: fails with one clear line if files are missing."""
+    check_files(manual_dir, cls.DOWNLOADS)
+
+  @abc.abstractmethod
+  def _read_lists(self, manual_dir: str) -> tuple[Source, list[str], dict[str, list[Example]]]:
+    """(the images' source, the class names in label order, each split's examples)."""
+
+  def _image(self, source: Source, path: str, data: bytes) -> bytes:
+    """The JPEG stored for member `path` (`Source.image`: RGB, re-encoded if needed)."""
+    return source.image(data, path)[0]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.DESCRIPTION,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=self.IMAGE_SHAPE, encoding_format='jpeg'),
+            'label': tfds.features.ClassLabel(),  # names are set when preparing
+        }),
+        supervised_keys=('image', 'label'),
+        homepage=self.HOMEPAGE,
+    )
+
+  def _split_generators(self, dl_manager):
+    manual_dir = str(dl_manager.manual_dir)
+    self.check_manual_dir(manual_dir)
+    source, names, splits = self._read_lists(manual_dir)
+    self.info.features['label'].names = names
+    sizes = {split: len(examples) for split, examples in splits.items()}
+    if len(names) != self.NUM_CLASSES or sizes != self.SPLIT_SIZES:
+      logging.warning('%s: %d %s and split sizes %s; %s %d and %s', self.DOWNLOADS[0].dataset,
+                      len(names), self.CLASSES, sizes, self.OFFICIAL, self.NUM_CLASSES,
+                      self.SPLIT_SIZES)
+    return {split: self._generate_examples(source, examples)
+            for split, examples in splits.items()}
+
+  def _generate_examples(self, source: Source, examples: list[Example]):
+    """Yields (key, {'image': JPEG bytes, 'label': class name}) of each example."""
+    by_path = {e.path: e for e in examples}
+
+    def encode(item):
+      path, data = item
+      example = by_path[path]
+      return example.key, {'image': self._image(source, path, data), 'label': example.label}
+
+    yield from parallel_map(encode, source.read_many([e.path for e in examples]))

@@ -17,7 +17,6 @@ Prepare once (or let training do it on first use):
   python -m aikd_jax.data.builders mit67 --manual_dir=DIR [--data_dir=TFDS_DIR]
 """
 from absl import logging
-import tensorflow_datasets as tfds
 
 from aikd_jax.data.builders import manual
 
@@ -33,60 +32,31 @@ LISTS = {
     'test': manual.Download(dataset='MIT67', file_name='TestImages.txt',
                             url='http://web.mit.edu/torralba/www/TestImages.txt'),
 }
-DOWNLOADS = (ARCHIVE, LISTS['train'], LISTS['test'])
 
 
-class Mit67(tfds.core.GeneratorBasedBuilder):
+class Mit67(manual.ManualBuilder):
   """MIT Indoor Scenes: RGB JPEGs of varying size, 67 classes, 5,360 train / 1,340 test."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  DOWNLOADS = (ARCHIVE, LISTS['train'], LISTS['test'])
   MANUAL_DOWNLOAD_INSTRUCTIONS = manual.instructions(
       DOWNLOADS, 'mit67',
       'The tar is read as it is; its extracted folder Images/ works too.')
+  NUM_CLASSES = NUM_CLASSES
+  SPLIT_SIZES = SPLIT_SIZES
+  OFFICIAL = 'the standard lists have'
+  DESCRIPTION = ('MIT Indoor Scenes (Quattoni and Torralba, CVPR 2009) with the standard '
+                 'TrainImages.txt / TestImages.txt split. Labels index the sorted '
+                 'class folders; images are RGB JPEGs.')
+  HOMEPAGE = 'https://web.mit.edu/torralba/www/indoor.html'
 
-  @classmethod
-  def check_manual_dir(cls, manual_dir: str) -> None:
-    """Called by the pipeline before preparing: fails with one clear line if files are missing."""
-    manual.check_files(manual_dir, DOWNLOADS)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=('MIT Indoor Scenes (Quattoni and Torralba, CVPR 2009) with the standard '
-                     'TrainImages.txt / TestImages.txt split. Labels index the sorted '
-                     'class folders; images are RGB JPEGs.'),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(),  # names are set when preparing
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://web.mit.edu/torralba/www/indoor.html',
-    )
-
-  def _split_generators(self, dl_manager):
-    manual_dir = str(dl_manager.manual_dir)
-    self.check_manual_dir(manual_dir)
+  def _read_lists(self, manual_dir: str):
+    """The split lists (lines '<class>/<file>', keys too); the images from the archive."""
     lists = {split: _read_list(manual_dir, download) for split, download in LISTS.items()}
     _warn_if_overlap(lists)
     classes = sorted({path.split('/')[0] for paths in lists.values() for path in paths})
-    self.info.features['label'].names = classes
-    sizes = {split: len(paths) for split, paths in lists.items()}
-    if len(classes) != NUM_CLASSES or sizes != SPLIT_SIZES:
-      logging.warning('MIT67: %d classes and split sizes %s; the standard lists have %d and %s',
-                      len(classes), sizes, NUM_CLASSES, SPLIT_SIZES)
-    source = manual.open_source(manual_dir, ARCHIVE)
-    return {split: self._generate_examples(source, paths) for split, paths in lists.items()}
-
-  def _generate_examples(self, source: manual.Source, paths: list[str]):
-    """Yields ('<class>/<file>', example) for each listed path."""
-
-    def encode(item):
-      path, data = item
-      jpeg, _ = source.image(data, path)
-      return path, {'image': jpeg, 'label': path.split('/')[0]}
-
-    yield from manual.parallel_map(encode, source.read_many(paths))
+    examples = {split: [manual.Example(p, p, p.split('/')[0]) for p in paths]
+                for split, paths in lists.items()}
+    return manual.open_source(manual_dir, ARCHIVE), classes, examples
 
 
 def _read_list(manual_dir: str, download: manual.Download) -> list[str]:
