@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORKDIR ?= workdirs/demo
 
-.PHONY: demo smoke test test-fast bench device-suite setup shellcheck slurm fashion-mnist clean-venv
+.PHONY: demo smoke test test-all test-fast bench device-suite setup shellcheck slurm fashion-mnist clean-venv
 
 demo: setup fashion-mnist
 	$(PY) -m aikd_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
@@ -19,11 +19,16 @@ demo: setup fashion-mnist
 smoke: setup fashion-mnist
 	$(PY) -m aikd_jax.main --config=configs/demo.py:smoke --workdir=workdirs/smoke
 
-test: setup shellcheck slurm
+# The default suite (what CI runs): every test not marked slow.
+test: setup shellcheck
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
+
+# Everything: also the slow tests (a real one-node SLURM cluster, pip installs, 4-device and
+# multi-process runs, packed-seed exactness, the sweep of every method).
+test-all: setup shellcheck slurm
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
-test-fast: setup shellcheck
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
+test-fast: test
 
 bench: setup
 	$(PY) benchmarks/step_time.py

@@ -6,6 +6,8 @@ near-tie may flip) and the NLL within 1e-3 relative.
 """
 import json
 import os
+import subprocess
+import sys
 import types
 
 import jax
@@ -14,12 +16,12 @@ import numpy as np
 import pytest
 
 from aikd_jax import config as config_lib
-from aikd_jax import run
+from aikd_jax import run, sweep
 from aikd_jax.errors import ConfigError, WorkdirError
 from aikd_jax.train import loop
 from aikd_jax.train import seeds as seeds_lib
 from aikd_jax.train.loop import Preempted
-from tests.runs import smoke_config
+from tests.runs import ROOT, read_json, smoke_config
 
 FLIP = 100 / 40  # one test example of the fake Fashion-MNIST's 40, in percent
 
@@ -156,3 +158,24 @@ def test_a_pack_of_runs_that_differ_in_more_than_the_seed_is_refused(data_dirs, 
     run.run_pack(configs, [str(tmp_path / 'a'), str(tmp_path / 'b')], str(tmp_path / 'p'),
                  superior_only=False)
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_pack_on_four_devices_ends_where_it_ends_on_one(data_dirs, tmp_path):
+  """The sweep's --pack_seeds on 4 forced CPU devices (each seed's batch sharded over
+  them, the seed axis replicated) against the same pack on one device."""
+  one = sweep.run_sweep(smoke_config(data_dirs), str(tmp_path / 'one'), ['pskd'], [0, 1],
+                        log=lambda line: None, pack_seeds=True)
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'aikd_jax.sweep', '--config=configs/demo.py:smoke',
+       f'--workdir={tmp_path / "four"}', '--methods=pskd', '--seeds=0,1', '--pack_seeds',
+       '--config.data.train_subset=None', '--config.data.eval_subset=None',
+       f'--config.data.manual_dir={data_dirs["manual_dir"]}',
+       f'--config.data.tfds_dir={data_dirs["tfds_dir"]}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for seed in (0, 1):
+    four = read_json(tmp_path / 'four' / 'pskd' / f'seed{seed}' / 'student' / 'results.json')
+    _close(four, one.results[f'pskd seed {seed} (pack of 2)'])
+    assert four['provenance']['devices']['count'] == 4

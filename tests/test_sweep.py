@@ -335,4 +335,15 @@ def test_smoke_sweep_of_every_method(data_dirs, tmp_path):
     rows = [l for l in text.splitlines() if l.startswith(f'| {name} |')]
     assert len(rows) == 1, (name, text)
     assert ' ± ' in rows[0] and '(n=2)' in rows[0]
+  # The same sweep with --pack_seeds: every seed as in the unpacked sweep, the same rows.
+  packed = sweep.run_sweep(one_epoch, str(tmp_path / 'packed'), list(PAPER_METHODS), [0, 1],
+                           log=_quiet([]), pack_seeds=True)
+  assert packed.exit_code == 0 and len(packed.trained) == 1 + len(PAPER_METHODS)  # packs
+  for name, result in out.results.items():
+    twin = packed.results[f'{name} (pack of 2)']
+    assert abs(twin['top1_err'] - result['top1_err']) <= 2.5 + 1e-9, name  # one of 40
+    assert abs(twin['nll'] - result['nll']) <= 1e-3 * result['nll'], name
+  assert report.main([str(tmp_path / 'packed'), '--out', str(tmp_path / 'report2')]) == 0
+  rows = lambda t: [l.split(' |')[0] for l in t.splitlines() if l.startswith('| ')]
+  assert rows((tmp_path / 'report2' / 'report.md').read_text()) == rows(text)
   print(text)
