@@ -351,12 +351,17 @@ def test_four_devices_match_one(smoke_runs, data_dirs, tmp_path, name):
   one, four = final_state(os.path.join(workdir, 'student')), final_state(str(tmp_path / 'student'))
   # Zipf's votes (an argmax per position) and TF-FD's channel order (a sort by saliency)
   # are discontinuous: a 4-device reduction order can flip a near-tie, so their
-  # parameters agree less tightly (about 1 %); the metrics below are as tight for all.
-  atol, rtol = (5e-3, 5e-2) if name in ('zipf_ls', 'tffd') else (2e-4, 1e-3)
+  # parameters agree less tightly (about 1 %). PS-KD's too: its table feeds each epoch's
+  # predictions back as targets, and on this width-4 model the 4-device reduction order
+  # alone moves plain CE's gradient norm by 0.2 % at step 3 (1.490 against 1.493, the
+  # baseline as much as PS-KD), which its table carries into epoch 2 (about 1e-3 in
+  # parameters and table rows). The metrics below are as tight for all.
+  loose = name in ('zipf_ls', 'tffd', 'pskd')
+  atol, rtol = (5e-3, 5e-2) if loose else (2e-4, 1e-3)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=atol, rtol=rtol),
                one['student']['params'], four['student']['params'])
   if name == 'pskd':
-    np.testing.assert_allclose(one['method']['table'], four['method']['table'], atol=2e-4)
+    np.testing.assert_allclose(one['method']['table'], four['method']['table'], atol=5e-3)
   four_results = runs.read_json(tmp_path / 'student' / 'results.json')
   for key in ('top1_err', 'top5_err', 'nll', 'ece'):
     assert four_results[key] == pytest.approx(results['student'][key], abs=1e-2), key

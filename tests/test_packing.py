@@ -170,7 +170,7 @@ def test_a_pack_on_four_devices_ends_where_it_ends_on_one(data_dirs, tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'aikd_jax.sweep', '--config=configs/demo.py:smoke',
        f'--workdir={tmp_path / "four"}', '--methods=pskd', '--seeds=0,1', '--pack_seeds',
-       '--config.data.train_subset=None', '--config.data.eval_subset=None',
+       '--config.data.train_subset=96',
        f'--config.data.manual_dir={data_dirs["manual_dir"]}',
        f'--config.data.tfds_dir={data_dirs["tfds_dir"]}'],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
