@@ -87,10 +87,13 @@ def plan_sweep(base, workdir: str, methods, seeds, variants: dict | None = None,
 
 
 def select(plan: plan_lib.Plan, methods, seeds, variants) -> list:
-  """The cells of `plan` that this grid asks for (a grown plan has others too)."""
-  wanted = {c['workdir'] for c in plan_lib.grid_cells(
-      plan.base_config, plan.workdir, list(methods), list(seeds), variants)}
-  return [c for c in plan.cells if c.workdir in wanted]
+  """The cells of `plan` that this grid asks for (a grown plan has others too): its
+  students and the superiors they need, read from the plan (nothing is parsed again)."""
+  names = set(variants or {None: {}})
+  students = {c.index for c in plan.cells if not c.is_superior and c.method in methods
+              and c.seed in seeds and c.variant in names}
+  needed = {plan.cells[i].depends_on for i in students}
+  return [c for c in plan.cells if c.index in students or c.index in needed]
 
 
 # -- the in-process executor ----------------------------------------------------------

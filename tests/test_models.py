@@ -159,3 +159,21 @@ def test_export_round_trip(arch, tmp_path):
   assert module == models.create(arch, NUM_CLASSES, width=NARROW[arch])
   expected = _compiled(arch)(variables, x)[0]
   np.testing.assert_array_equal(_compiled(arch)(loaded, x)[0], expected)
+
+
+def test_batchnorm_running_statistics_are_torchs_but_with_the_biased_variance():
+  """The departure docs/methods.md states: running mean as torch (momentum 0.1), running
+  variance updated with the biased batch variance (/ n), where torch uses / (n - 1)."""
+  from aikd_jax.models import common  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(0).normal(2.0, 3.0, (4, 3, 3, 5)).astype(np.float32)
+  bn = common.batch_norm(train=True)
+  variables = bn.init(jax.random.key(0), x)
+  _, updated = bn.apply(variables, x, mutable=['batch_stats'])
+  stats = updated['batch_stats']
+  n = x.size // x.shape[-1]  # 36 values per channel
+  flat = x.reshape(n, 5)
+  np.testing.assert_allclose(stats['mean'], 0.9 * 0 + 0.1 * flat.mean(0), rtol=1e-5)
+  biased, unbiased = flat.var(0), flat.var(0, ddof=1)
+  np.testing.assert_allclose(stats['var'], 0.9 * 1 + 0.1 * biased, rtol=1e-5)
+  torch_var = 0.9 * 1 + 0.1 * unbiased  # what torch.nn.BatchNorm2d would hold
+  assert np.all(np.abs(stats['var'] - torch_var) > 1e-3)  # not torch's: the departure
