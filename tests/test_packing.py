@@ -179,3 +179,9 @@ def test_a_pack_on_four_devices_ends_where_it_ends_on_one(data_dirs, tmp_path):
     four = read_json(tmp_path / 'four' / 'pskd' / f'seed{seed}' / 'student' / 'results.json')
     _close(four, one.results[f'pskd seed {seed} (pack of 2)'])
     assert four['provenance']['devices']['count'] == 4
+
+
+def test_a_non_finite_loss_in_a_pack_names_its_seed():
+  from aikd_jax.errors import NonFiniteLossError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(NonFiniteLossError, match=r'non-finite ce \(nan\) at step 7 \(seed 2\)'):
+    loop._check_finite([(6, {'ce': 1.0}), (7, {'ce': float('nan')})], ' (seed 2)')
