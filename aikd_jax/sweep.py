@@ -299,8 +299,8 @@ def with_sweep_config(argv: list[str]) -> list[str]:
 
 def cell_index(flag: str, kind: str | None, plan: plan_lib.Plan, environ=os.environ) -> int:
   """The plan index of `--cell=K` or `--cell=auto` (the scheduler's array index). With
-  `--cell_kind`, the index counts only that kind's cells (a Kubernetes Indexed Job per
-  kind, whose indices run 0..n-1)."""
+  `--cell_kind`, the index counts only that kind's cells, or packs in a packed plan (a
+  Kubernetes Indexed Job per kind, whose indices run 0..n-1)."""
   if flag == 'auto':
     found = [(v, environ[v]) for v in INDEX_VARIABLES if environ.get(v, '') != '']
     if not found:
@@ -311,8 +311,8 @@ def cell_index(flag: str, kind: str | None, plan: plan_lib.Plan, environ=os.envi
   if not flag.isdigit():
     raise ConfigError(f'{name}={flag!r}: a cell index is a number >= 0')
   index = int(flag)
-  if kind:
-    of_kind = [c.index for c in plan.cells if c.kind == kind]
+  if kind:  # in a packed plan, the packs of that kind (each through its first cell)
+    of_kind = [c.index for c in plan_lib.units(plan, plan.cells) if c.kind == kind]
     if index >= len(of_kind):
       raise ConfigError(f'{name}={index}: the plan has {len(of_kind)} {kind} cells')
     return of_kind[index]

@@ -318,3 +318,12 @@ def test_executing_any_member_runs_its_whole_pack(data_dirs, tmp_path, monkeypat
       'done', 'done']
   cells_lib.execute(plan, plan.cells[0])  # finished: nothing runs again
   assert len(calls) == 1
+
+
+def test_cell_kind_counts_packs_in_a_packed_plan(data_dirs, tmp_path):
+  plan = sweep.plan_sweep(smoke_config(data_dirs), str(tmp_path), ['baseline', 'aikd'], [0, 1],
+                          pack_seeds=True)  # superiors 0, 3; baseline 1, 4; aikd 2, 5
+  assert [sweep.cell_index(str(k), 'student', plan) for k in (0, 1)] == [1, 2]
+  assert sweep.cell_index('0', 'superior', plan) == 0
+  with pytest.raises(ConfigError, match='the plan has 1 superior cells'):
+    sweep.cell_index('1', 'superior', plan)
