@@ -271,6 +271,7 @@ def _strip(results):
   return {k: v for k, v in results.items() if k not in TIMING}
 
 
+@pytest.mark.xdist_group('small_sweep')  # one worker trains the fixture once
 def test_a_second_invocation_skips_every_cell(small_sweep, data_dirs, monkeypatch):
   workdir, first = small_sweep
   assert first.exit_code == 0 and len(first.trained) == 4
@@ -289,6 +290,7 @@ def test_a_second_invocation_skips_every_cell(small_sweep, data_dirs, monkeypatc
   assert first.results['baseline seed 0']['seed'] == 0
 
 
+@pytest.mark.xdist_group('small_sweep')  # one worker trains the fixture once
 def test_a_sweep_stopped_mid_cell_finishes_on_restart_like_an_uninterrupted_one(
     small_sweep, data_dirs, tmp_path):
   reference, first = small_sweep
@@ -308,6 +310,7 @@ def test_a_sweep_stopped_mid_cell_finishes_on_restart_like_an_uninterrupted_one(
     assert _strip(out.results[name]) == _strip(first.results[name]), name
 
 
+@pytest.mark.xdist_group('small_sweep')  # one worker trains the fixture once
 def test_report_reads_a_sweep(small_sweep, tmp_path):
   workdir, _ = small_sweep
   assert report.main([workdir, '--out', str(tmp_path)]) == 0
