@@ -1,25 +1,34 @@
-"""benchmarks/: the device suite's tables and projection, its reduced run, the pipeline rows."""
+"""benchmarks/: the device suite's tables and projection, its reduced run, the pipeline rows,
+the packed-seeds rows."""
 import json
 import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 import device_suite  # pylint: disable=g-import-not-at-top,wrong-import-position
+import step_time  # pylint: disable=g-import-not-at-top,wrong-import-position
+from aikd_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-STEP_KEYS = {'arch', 'method', 'dtype', 'image_size', 'batch', 'width', 'num_classes', 'status',
-             'step_ms', 'images_per_s', 'global_batch', 'images_per_s_per_device',
+STEP_KEYS = {'arch', 'method', 'dtype', 'image_size', 'batch', 'width', 'num_classes', 'seeds',
+             'status', 'step_ms', 'images_per_s', 'global_batch', 'images_per_s_per_device',
              'flops_per_step', 'mfu', 'compiling_in_background'}
+PACK_KEYS = STEP_KEYS | {'images_per_s_per_seed', 'speedup'}
 
 
-def _row(arch, method, step_ms, batch=128, size=32, dtype='float32', mfu=0.25):
+def _row(arch, method, step_ms, batch=128, size=32, dtype='float32', mfu=0.25, seeds=1,
+         width=64):
   return {'arch': arch, 'method': method, 'dtype': dtype, 'image_size': size, 'batch': batch,
-          'width': 64, 'num_classes': 100, 'status': 'ok', 'step_ms': step_ms,
-          'images_per_s': 1e3 * batch / step_ms, 'global_batch': batch,
-          'images_per_s_per_device': 1e3 * batch / step_ms, 'flops_per_step': 2e12, 'mfu': mfu}
+          'width': width, 'num_classes': 100, 'seeds': seeds, 'status': 'ok',
+          'step_ms': step_ms, 'images_per_s': 1e3 * seeds * batch / step_ms,
+          'global_batch': seeds * batch,
+          'images_per_s_per_device': 1e3 * seeds * batch / step_ms, 'flops_per_step': 2e12,
+          'mfu': mfu}
 
 
 def _result(steps, pipeline='skipped (reduced suite)'):
@@ -67,6 +76,79 @@ def test_markdown_tables():
   assert '`densenet121` aikd float32: skipped (budget)' in text
   assert '| 32 px | train | 1 | 7,651 |' in text
   assert '| cifar100 | `preact_resnet18` | float32 | 128 | 390 | 3.2 | 4.9 | 8.1 |' in text
+
+
+def test_pack_suite_covers_widths_methods_and_seeds():
+  full = device_suite.pack_specs('full')
+  assert {(s.width, s.method, s.seeds) for s in full} == {
+      (w, m, n) for w in (64, 16) for m in ('baseline', 'aikd') for n in (1, 2, 3)}
+  assert len(full) == 12
+  assert {(s.arch, s.image_size, s.batch, s.dtype) for s in full} == {
+      ('preact_resnet18', 32, 128, 'float32')}
+  reduced = device_suite.pack_specs('reduced')
+  assert {(s.width, s.batch, s.seeds) for s in reduced} == {(8, 16, n) for n in (1, 2, 3)}
+
+
+def test_pack_speedup_arithmetic_and_table():
+  rows = [_row('preact_resnet18', 'aikd', 100.0, width=16),
+          _row('preact_resnet18', 'aikd', 150.0, width=16, seeds=2),
+          _row('preact_resnet18', 'aikd', 400.0, width=16, seeds=3),
+          _row('preact_resnet18', 'baseline', 90.0, width=16, seeds=2),  # no S = 1 row
+          dict(_row('preact_resnet18', 'aikd', 1.0, seeds=3), status='skipped (budget)')]
+  packs = device_suite.pack_gains(rows)
+  assert [p['speedup'] for p in packs[:4]] == pytest.approx([1.0, 200 / 150, 300 / 400, None])
+  assert packs[1]['images_per_s'] == pytest.approx(2 * 128 / 0.150)  # both seeds' images
+  assert packs[1]['images_per_s_per_seed'] == pytest.approx(128 / 0.150)
+  assert 'speedup' not in packs[4]
+  text = device_suite.markdown(dict(_result([]), packs=packs, projection=[]))
+  assert ('| `preact_resnet18` | 16 | 32 px, 128 | float32 | aikd | 2 | 150.0 | 1706.7 | 853.3 '
+          '| 1.33 |') in text
+  assert '| aikd | 3 | 400.0 | 960.0 | 320.0 | 0.75 |' in text
+  assert '| baseline | 2 | 90.0 | 2844.4 | 1422.2 | n/a |' in text
+  assert '`preact_resnet18` width 64 aikd x3 seeds: skipped (budget)' in text
+
+
+def _key_data(tree):
+  return jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(
+      x.dtype, jax.dtypes.prng_key) else x, tree)
+
+
+@pytest.mark.slow
+def test_packed_step_equals_each_seeds_unpacked_step():
+  bench = step_time.StepBench(step_time.StepSpec(
+      'preact_resnet18', 'aikd', batch=8, image_size=8, num_classes=10, width=4, seeds=2),
+      sharding.make_mesh())
+  arguments = bench.arguments()
+  per_seed = bench.pack.unstack(arguments)  # copies: the packed step donates its state
+  packed = bench.pack.unstack(bench.step(*arguments))
+  solo = jax.jit(lambda state, batch, superior, seed: bench.make_step(seed)(
+      state, batch, superior))
+  for k, (state, batch, superior) in enumerate(per_seed):
+    want = solo(state, batch, superior, k)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 _key_data(packed[k]), _key_data(want))
+  assert packed[0][1]['loss'] != pytest.approx(packed[1][1]['loss'], rel=1e-3)  # own seeds
+
+
+@pytest.mark.slow
+def test_step_time_prints_the_pack_rows():
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/step_time.py', '--pack_seeds=2', '--pack_widths=4',
+       '--methods=baseline', '--batch=8', '--image_size=8', '--num_classes=10',
+       '--warmup=0', '--repeats=1'],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), check=True, capture_output=True,
+      text=True, timeout=600)
+  lines = proc.stdout.splitlines()
+  assert lines[0].startswith('preact_resnet18, 8 px, batch 8 per seed, 10 classes, float32')
+  assert lines[2].split() == ['width', 'method', 'seeds', 'ms/step', 'images/s',
+                              'images/s/seed', 'GFLOP', 'speed-up']
+  rows = [l.split() for l in lines[3:]]
+  assert [r[:3] for r in rows] == [['4', 'baseline', '1'], ['4', 'baseline', '2']]
+  (solo_ms, solo_total, solo_each, _, solo_up), (ms, total, each, _, up) = (
+      [float(x) for x in r[3:]] for r in rows)
+  assert solo_up == 1.0 and solo_total == solo_each
+  assert total == pytest.approx(2 * each, abs=0.2) and each == pytest.approx(8e3 / ms, rel=1e-2)
+  assert up == pytest.approx(2 * solo_ms / ms, abs=0.02)
 
 
 @pytest.mark.slow
