@@ -123,11 +123,17 @@ def test_packed_step_equals_each_seeds_unpacked_step():
   packed = bench.pack.unstack(bench.step(*arguments))
   solo = jax.jit(lambda state, batch, superior, seed: bench.make_step(seed)(
       state, batch, superior))
+  close = lambda atol: lambda a, b: np.testing.assert_allclose(
+      np.asarray(a), np.asarray(b), rtol=1e-4, atol=atol)
   for k, (state, batch, superior) in enumerate(per_seed):
-    want = solo(state, batch, superior, k)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 _key_data(packed[k]), _key_data(want))
-  assert packed[0][1]['loss'] != pytest.approx(packed[1][1]['loss'], rel=1e-3)  # own seeds
+    (got_state, got), (want_state, want) = _key_data(packed[k]), _key_data(
+        solo(state, batch, superior, k))
+    jax.tree.map(close(1e-5), (got_state.student, got), (want_state.student, want))
+    # The critic's first Adam update is about lr * sign(gradient): float noise in a
+    # near-zero gradient can flip it and move a weight by 2 x critic_lr (1e-4).
+    jax.tree.map(close(2.5e-4), got_state.method, want_state.method)
+  losses = [float(metrics['loss']) for _, metrics in packed]
+  assert losses[0] != pytest.approx(losses[1], rel=1e-3)  # each seed its own init and data
 
 
 @pytest.mark.slow
