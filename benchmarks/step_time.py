@@ -31,7 +31,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from aikd_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 from aikd_jax import methods, models, sharding, throughput  # pylint: disable=g-import-not-at-top
-from aikd_jax.train import seeds as seeds_lib, state as state_lib, steps  # pylint: disable=g-import-not-at-top
+from aikd_jax.train import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+from aikd_jax.train import state as state_lib, steps  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 
 _STEPS_PER_EPOCH = 10  # the step counter starts here: after epoch 0
@@ -118,7 +119,7 @@ class StepBench:
 
   def abstract_arguments(self) -> tuple:
     """Shapes, dtypes and shardings of `arguments()`, allocating nothing on the devices."""
-    on = lambda sharding_: lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding_)
+    on = lambda where: lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where)
     state = jax.tree.map(on(self.repl), jax.eval_shape(self._init_state))
     data = jax.sharding.NamedSharding(self.mesh, self.pack.batch_spec)
     batch = jax.tree.map(on(data), self._batch())

@@ -160,8 +160,8 @@ def test_step_time_prints_the_pack_rows():
 @pytest.mark.slow
 def test_reduced_suite_runs_on_cpu(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu', OUT=str(tmp_path), PYTHON=sys.executable)
-  subprocess.run(['bash', 'benchmarks/device_suite.sh'], cwd=ROOT, env=env, check=True,
-                 capture_output=True, text=True, timeout=600)
+  subprocess.run(['bash', 'benchmarks/device_suite.sh', '--pack_budget_s=500'], cwd=ROOT,
+                 env=env, check=True, capture_output=True, text=True, timeout=900)
   with open(tmp_path / 'results.json') as f:
     result = json.load(f)
   assert result['mode'] == 'reduced' and result['device']['backend'] == 'cpu'
@@ -174,7 +174,17 @@ def test_reduced_suite_runs_on_cpu(tmp_path):
   assert result['steps'][1]['flops_per_step'] > 1.3 * result['steps'][0]['flops_per_step']
   assert {p['dataset'] for p in result['projection']} == {'cifar100', 'tiny_imagenet'}
   assert result['input_pipeline'] == 'skipped (reduced suite)'
+  packs = result['packs']
+  assert [(p['width'], p['method'], p['seeds']) for p in packs] == [
+      (8, m, n) for m in ('baseline', 'aikd') for n in (1, 2, 3)]
+  for p in packs:
+    solo = packs[3 * (p['method'] == 'aikd')]
+    assert set(p) == PACK_KEYS and p['status'] == 'ok' and p['global_batch'] == 16 * p['seeds']
+    assert p['speedup'] == pytest.approx(p['seeds'] * solo['step_ms'] / p['step_ms'])
+    # Every seed runs the whole step: XLA counts S times the FLOPs of one.
+    assert p['flops_per_step'] == pytest.approx(p['seeds'] * solo['flops_per_step'], rel=0.02)
   text = (tmp_path / 'results.md').read_text()
+  assert len([l for l in text.splitlines() if l.startswith('| `preact_resnet18` | 8 |')]) == 6
   table = [l for l in text.splitlines() if l.startswith('| `preact_resnet18` | 32 px, 16 |')]
   assert len(table) == 1 and table[0].count('|') == 10
   assert len([l for l in text.splitlines() if l.startswith('| cifar100 |')]) == 1
