@@ -5,15 +5,20 @@
 
 `full` (the default on a GPU or TPU) times the train step of `baseline` and `aikd` for
 every paper architecture at its paper batch (32 px: 128; 224 px: 32) in float32 and
-bfloat16, then the host input pipeline (`benchmarks/input_pipeline.py`). `reduced` (the
-default on a CPU) times only a width-8 PreAct ResNet-18 at batch 16 in float32 and skips
-the input pipeline. All steps are compiled first, in `--compile_workers` threads, then
-timed one at a time with nothing else running; a step not compiled or not started within
-`--budget_s` is recorded as skipped, so the run always ends with its files:
+bfloat16, then the same two steps with packed seeds (`aikd_jax/train/seeds.py`: S = 1, 2
+and 3 seeds in one vmapped step, each with its own batch of 128) for PreAct ResNet-18 at
+width 64 and 16 in float32, then the host input pipeline (`benchmarks/input_pipeline.py`).
+`reduced` (the default on a CPU) times only a width-8 PreAct ResNet-18 at batch 16 in
+float32, packed the same way, and skips the input pipeline. All steps are compiled first,
+in `--compile_workers` threads, then timed one at a time with nothing else running; a
+step not compiled or not started within `--budget_s` (packs: `--pack_budget_s`) is
+recorded as skipped, so the run always ends with its files:
 
-  results.json   every measurement (the step rows carry throughput.throughput_summary)
-  results.md     the step table, the input-pipeline table, and the projected wall clock
-                 of the paper's 300-epoch runs from the measured step times
+  results.json   every measurement (the step and pack rows carry
+                 throughput.throughput_summary; a pack's global batch counts every seed)
+  results.md     the step table, the packed-seeds table (speed-up: S unpacked steps' time
+                 over one packed step), the input-pipeline table, and the projected wall
+                 clock of the paper's 300-epoch runs from the measured step times
 """
 import concurrent.futures
 import json
@@ -40,11 +45,14 @@ _MODE = flags.DEFINE_enum('mode', 'auto', ['auto', 'full', 'reduced'],
 _BUDGET = flags.DEFINE_float('budget_s', 200.0,
                              'Seconds for the steps (60 % of it to compile); the pipeline '
                              'follows.')
+_PACK_BUDGET = flags.DEFINE_float('pack_budget_s', 120.0,
+                                  'Seconds for the packed-seeds rows (60 % of it to compile).')
 _WORKERS = flags.DEFINE_integer('compile_workers', 4, 'Threads compiling steps ahead.')
 _PIPELINE = flags.DEFINE_enum('input_pipeline', 'auto', ['auto', 'on', 'off'],
                               'auto: on in full mode, off in reduced mode.')
 EPOCHS = 300
 METHODS = ('baseline', 'aikd')
+PACK_SEEDS = (1, 2, 3)
 
 
 def step_specs(mode: str) -> list[step_time.StepSpec]:
@@ -59,10 +67,19 @@ def step_specs(mode: str) -> list[step_time.StepSpec]:
           for dtype in ('float32', 'bfloat16') for m in METHODS]
 
 
+def pack_specs(mode: str) -> list[step_time.StepSpec]:
+  """Packed seeds: PreAct ResNet-18 at the paper's batch per seed, width 64 and 16 (reduced:
+  the reduced suite's width-8 model at batch 16), S = 1, 2, 3 seeds in one step."""
+  batch, widths = (16, (8,)) if mode == 'reduced' else (common.BATCH_SIZE[32], (64, 16))
+  return [step_time.StepSpec('preact_resnet18', m, batch=batch, image_size=32, width=w,
+                             seeds=count)
+          for w in widths for m in METHODS for count in PACK_SEEDS]
+
+
 def spec_row(spec: step_time.StepSpec) -> dict:
   return {'arch': spec.arch, 'method': spec.method, 'dtype': spec.dtype,
           'image_size': spec.image_size, 'batch': spec.batch, 'width': spec.width,
-          'num_classes': spec.num_classes}
+          'num_classes': spec.num_classes, 'seeds': spec.seeds}
 
 
 def compile_all(benches, workers: int, timeout_s: float) -> list:
@@ -106,18 +123,19 @@ def _time_one(bench, future, kind, warmup, repeats, row, background: bool) -> di
   try:
     compiled = future.result()
     step_s = float(np.median(bench.time(compiled, warmup, repeats)))
+    images = bench.spec.batch * bench.spec.seeds  # a pack's step trains every seed's batch
     summary = throughput.throughput_summary(
-        global_batch=bench.spec.batch, step_time_s=step_s, num_devices=jax.device_count(),
+        global_batch=images, step_time_s=step_s, num_devices=jax.device_count(),
         flops_per_step=throughput.step_flops(compiled),
         peak=throughput.device_peak_flops(kind, bench.spec.dtype))
-    return dict(row, status='ok', step_ms=1e3 * step_s, images_per_s=bench.spec.batch / step_s,
+    return dict(row, status='ok', step_ms=1e3 * step_s, images_per_s=images / step_s,
                 compiling_in_background=background, **summary)
   except Exception as e:  # pylint: disable=broad-except
     return dict(row, status=f'error: {type(e).__name__}: {str(e)[:300]}')
 
 
 def _step_line(r: dict) -> str:
-  head = f'{r["arch"]:18s} {r["method"]:9s} {r["dtype"]:9s}'
+  head = f'{r["arch"]:18s} w{r["width"]:<3d} x{r["seeds"]} {r["method"]:9s} {r["dtype"]:9s}'
   if r['status'] != 'ok':
     return f'{head} {r["status"]}'
   mfu = '' if r['mfu'] is None else f'  MFU {100 * r["mfu"]:.1f} %'
@@ -176,6 +194,22 @@ def projection(rows: list[dict]) -> list[dict]:
   return out
 
 
+def pack_gains(rows: list[dict]) -> list[dict]:
+  """The pack rows with images/s per seed and the speed-up over their unpacked (S = 1) row
+  (`step_time.pack_columns`; None without a measured S = 1 row)."""
+  cell = lambda r: (r['arch'], r['width'], r['method'], r['dtype'], r['batch'])
+  solo_s = {cell(r): r['step_ms'] / 1e3 for r in rows if r['status'] == 'ok' and r['seeds'] == 1}
+  out = []
+  for r in rows:
+    if r['status'] == 'ok':
+      solo = solo_s.get(cell(r))
+      gains = step_time.pack_columns(r['seeds'], r['batch'], r['step_ms'] / 1e3, solo or np.nan)
+      r = dict(r, images_per_s_per_seed=gains['images_per_s_per_seed'],
+               speedup=gains['speedup'] if solo else None)
+    out.append(r)
+  return out
+
+
 def _fmt(x, spec='.1f', scale=1.0):
   return 'n/a' if x is None else format(x * scale, spec)
 
@@ -200,6 +234,19 @@ def markdown(result: dict) -> str:
   missing = [r for r in result['steps'] if r['status'] != 'ok']
   for r in missing:
     lines.append(f'\n`{r["arch"]}` {r["method"]} {r["dtype"]}: {r["status"]}')
+  lines += ['', '## Packed seeds', '',
+            'S seeds of one cell in one vmapped step, each with its own batch; speed-up = '
+            'S x (ms/step at S = 1) / (ms/step at S): the time of S unpacked steps over one '
+            'packed step (above 1, packing pays).', '',
+            '| arch | width | input, batch per seed | dtype | method | seeds | ms/step '
+            '| images/s | images/s per seed | speed-up |', '|---' * 10 + '|']
+  packs = result.get('packs', [])
+  lines += [f'| `{r["arch"]}` | {r["width"]} | {r["image_size"]} px, {r["batch"]} | {r["dtype"]} '
+            f'| {r["method"]} | {r["seeds"]} | {r["step_ms"]:.1f} | {r["images_per_s"]:.1f} '
+            f'| {r["images_per_s_per_seed"]:.1f} | {_fmt(r["speedup"], ".2f")} |'
+            for r in packs if r['status'] == 'ok']
+  lines += [f'\n`{r["arch"]}` width {r["width"]} {r["method"]} x{r["seeds"]} seeds: '
+            f'{r["status"]}' for r in packs if r['status'] != 'ok']
   lines += ['', '## Input pipeline', '']
   pipe = result['input_pipeline']
   if isinstance(pipe, str):
@@ -221,7 +268,8 @@ def markdown(result: dict) -> str:
 
 def write(out_dir: str, result: dict) -> None:
   os.makedirs(out_dir, exist_ok=True)
-  result = dict(result, projection=projection(result['steps']))
+  result = dict(result, projection=projection(result['steps']),
+                packs=pack_gains(result.get('packs', [])))
   for name, text in (('results.json', json.dumps(result, indent=2)),
                      ('results.md', markdown(result))):
     tmp = os.path.join(out_dir, name + '.tmp')
@@ -240,12 +288,16 @@ def main(argv):
             'device': {'kind': kind, 'count': jax.device_count(), 'backend': backend,
                        'peak_flops': {dt: throughput.device_peak_flops(kind, dt)
                                       for dt in ('float32', 'bfloat16')}},
-            'steps': [], 'input_pipeline': 'not run yet'}
+            'steps': [], 'packs': [], 'input_pipeline': 'not run yet'}
   print(f'device suite ({mode}): {step_time.device_line()}', flush=True)
   warmup, repeats = (1, 2) if mode == 'reduced' else (3, 10)
+  mesh = sharding.make_mesh()
   result['steps'] = time_steps(
-      step_specs(mode), sharding.make_mesh(), warmup, repeats, _BUDGET.value,
+      step_specs(mode), mesh, warmup, repeats, _BUDGET.value,
       _WORKERS.value, on_row=lambda rows: write(_OUT.value, dict(result, steps=rows)))
+  result['packs'] = time_steps(
+      pack_specs(mode), mesh, warmup, repeats, _PACK_BUDGET.value,
+      _WORKERS.value, on_row=lambda rows: write(_OUT.value, dict(result, packs=rows)))
   pipeline_on = _PIPELINE.value == 'on' or (_PIPELINE.value == 'auto' and mode == 'full')
   result['input_pipeline'] = (input_pipeline_rows(_OUT.value, timeout_s=120) if pipeline_on
                               else 'skipped (reduced suite)')

@@ -1,25 +1,34 @@
-"""benchmarks/: the device suite's tables and projection, its reduced run, the pipeline rows."""
+"""benchmarks/: the device suite's tables and projection, its reduced run, the pipeline rows,
+the packed-seeds rows."""
 import json
 import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 import device_suite  # pylint: disable=g-import-not-at-top,wrong-import-position
+import step_time  # pylint: disable=g-import-not-at-top,wrong-import-position
+from aikd_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-STEP_KEYS = {'arch', 'method', 'dtype', 'image_size', 'batch', 'width', 'num_classes', 'status',
-             'step_ms', 'images_per_s', 'global_batch', 'images_per_s_per_device',
+STEP_KEYS = {'arch', 'method', 'dtype', 'image_size', 'batch', 'width', 'num_classes', 'seeds',
+             'status', 'step_ms', 'images_per_s', 'global_batch', 'images_per_s_per_device',
              'flops_per_step', 'mfu', 'compiling_in_background'}
+PACK_KEYS = STEP_KEYS | {'images_per_s_per_seed', 'speedup'}
 
 
-def _row(arch, method, step_ms, batch=128, size=32, dtype='float32', mfu=0.25):
+def _row(arch, method, step_ms, batch=128, size=32, dtype='float32', mfu=0.25, seeds=1,
+         width=64):
   return {'arch': arch, 'method': method, 'dtype': dtype, 'image_size': size, 'batch': batch,
-          'width': 64, 'num_classes': 100, 'status': 'ok', 'step_ms': step_ms,
-          'images_per_s': 1e3 * batch / step_ms, 'global_batch': batch,
-          'images_per_s_per_device': 1e3 * batch / step_ms, 'flops_per_step': 2e12, 'mfu': mfu}
+          'width': width, 'num_classes': 100, 'seeds': seeds, 'status': 'ok',
+          'step_ms': step_ms, 'images_per_s': 1e3 * seeds * batch / step_ms,
+          'global_batch': seeds * batch,
+          'images_per_s_per_device': 1e3 * seeds * batch / step_ms, 'flops_per_step': 2e12,
+          'mfu': mfu}
 
 
 def _result(steps, pipeline='skipped (reduced suite)'):
@@ -69,11 +78,90 @@ def test_markdown_tables():
   assert '| cifar100 | `preact_resnet18` | float32 | 128 | 390 | 3.2 | 4.9 | 8.1 |' in text
 
 
+def test_pack_suite_covers_widths_methods_and_seeds():
+  full = device_suite.pack_specs('full')
+  assert {(s.width, s.method, s.seeds) for s in full} == {
+      (w, m, n) for w in (64, 16) for m in ('baseline', 'aikd') for n in (1, 2, 3)}
+  assert len(full) == 12
+  assert {(s.arch, s.image_size, s.batch, s.dtype) for s in full} == {
+      ('preact_resnet18', 32, 128, 'float32')}
+  reduced = device_suite.pack_specs('reduced')
+  assert {(s.width, s.batch, s.seeds) for s in reduced} == {(8, 16, n) for n in (1, 2, 3)}
+
+
+def test_pack_speedup_arithmetic_and_table():
+  rows = [_row('preact_resnet18', 'aikd', 100.0, width=16),
+          _row('preact_resnet18', 'aikd', 150.0, width=16, seeds=2),
+          _row('preact_resnet18', 'aikd', 400.0, width=16, seeds=3),
+          _row('preact_resnet18', 'baseline', 90.0, width=16, seeds=2),  # no S = 1 row
+          dict(_row('preact_resnet18', 'aikd', 1.0, seeds=3), status='skipped (budget)')]
+  packs = device_suite.pack_gains(rows)
+  assert [p['speedup'] for p in packs[:4]] == pytest.approx([1.0, 200 / 150, 300 / 400, None])
+  assert packs[1]['images_per_s'] == pytest.approx(2 * 128 / 0.150)  # both seeds' images
+  assert packs[1]['images_per_s_per_seed'] == pytest.approx(128 / 0.150)
+  assert 'speedup' not in packs[4]
+  text = device_suite.markdown(dict(_result([]), packs=packs, projection=[]))
+  assert ('| `preact_resnet18` | 16 | 32 px, 128 | float32 | aikd | 2 | 150.0 | 1706.7 | 853.3 '
+          '| 1.33 |') in text
+  assert '| aikd | 3 | 400.0 | 960.0 | 320.0 | 0.75 |' in text
+  assert '| baseline | 2 | 90.0 | 2844.4 | 1422.2 | n/a |' in text
+  assert '`preact_resnet18` width 64 aikd x3 seeds: skipped (budget)' in text
+
+
+def _key_data(tree):
+  return jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(
+      x.dtype, jax.dtypes.prng_key) else x, tree)
+
+
+@pytest.mark.slow
+def test_packed_step_equals_each_seeds_unpacked_step():
+  bench = step_time.StepBench(step_time.StepSpec(
+      'preact_resnet18', 'aikd', batch=8, image_size=8, num_classes=10, width=4, seeds=2),
+      sharding.make_mesh())
+  arguments = bench.arguments()
+  per_seed = bench.pack.unstack(arguments)  # copies: the packed step donates its state
+  packed = bench.pack.unstack(bench.step(*arguments))
+  solo = jax.jit(lambda state, batch, superior, seed: bench.make_step(seed)(
+      state, batch, superior))
+  close = lambda atol: lambda a, b: np.testing.assert_allclose(
+      np.asarray(a), np.asarray(b), rtol=1e-4, atol=atol)
+  for k, (state, batch, superior) in enumerate(per_seed):
+    (got_state, got), (want_state, want) = _key_data(packed[k]), _key_data(
+        solo(state, batch, superior, k))
+    jax.tree.map(close(1e-5), (got_state.student, got), (want_state.student, want))
+    # The critic's first Adam update is about lr * sign(gradient): float noise in a
+    # near-zero gradient can flip it and move a weight by 2 x critic_lr (1e-4).
+    jax.tree.map(close(2.5e-4), got_state.method, want_state.method)
+  losses = [float(metrics['loss']) for _, metrics in packed]
+  assert losses[0] != pytest.approx(losses[1], rel=1e-3)  # each seed its own init and data
+
+
+@pytest.mark.slow
+def test_step_time_prints_the_pack_rows():
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/step_time.py', '--pack_seeds=2', '--pack_widths=4',
+       '--methods=baseline', '--batch=8', '--image_size=8', '--num_classes=10',
+       '--warmup=0', '--repeats=1'],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), check=True, capture_output=True,
+      text=True, timeout=600)
+  lines = proc.stdout.splitlines()
+  assert lines[0].startswith('preact_resnet18, 8 px, batch 8 per seed, 10 classes, float32')
+  assert lines[2].split() == ['width', 'method', 'seeds', 'ms/step', 'images/s',
+                              'images/s/seed', 'GFLOP', 'speed-up']
+  rows = [l.split() for l in lines[3:]]
+  assert [r[:3] for r in rows] == [['4', 'baseline', '1'], ['4', 'baseline', '2']]
+  (solo_ms, solo_total, solo_each, _, solo_up), (ms, total, each, _, up) = (
+      [float(x) for x in r[3:]] for r in rows)
+  assert solo_up == 1.0 and solo_total == solo_each
+  assert total == pytest.approx(2 * each, abs=0.2) and each == pytest.approx(8e3 / ms, rel=1e-2)
+  assert up == pytest.approx(2 * solo_ms / ms, abs=0.02)
+
+
 @pytest.mark.slow
 def test_reduced_suite_runs_on_cpu(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu', OUT=str(tmp_path), PYTHON=sys.executable)
-  subprocess.run(['bash', 'benchmarks/device_suite.sh'], cwd=ROOT, env=env, check=True,
-                 capture_output=True, text=True, timeout=600)
+  subprocess.run(['bash', 'benchmarks/device_suite.sh', '--pack_budget_s=500'], cwd=ROOT,
+                 env=env, check=True, capture_output=True, text=True, timeout=900)
   with open(tmp_path / 'results.json') as f:
     result = json.load(f)
   assert result['mode'] == 'reduced' and result['device']['backend'] == 'cpu'
@@ -86,7 +174,17 @@ def test_reduced_suite_runs_on_cpu(tmp_path):
   assert result['steps'][1]['flops_per_step'] > 1.3 * result['steps'][0]['flops_per_step']
   assert {p['dataset'] for p in result['projection']} == {'cifar100', 'tiny_imagenet'}
   assert result['input_pipeline'] == 'skipped (reduced suite)'
+  packs = result['packs']
+  assert [(p['width'], p['method'], p['seeds']) for p in packs] == [
+      (8, m, n) for m in ('baseline', 'aikd') for n in (1, 2, 3)]
+  for p in packs:
+    solo = packs[3 * (p['method'] == 'aikd')]
+    assert set(p) == PACK_KEYS and p['status'] == 'ok' and p['global_batch'] == 16 * p['seeds']
+    assert p['speedup'] == pytest.approx(p['seeds'] * solo['step_ms'] / p['step_ms'])
+    # Every seed runs the whole step: XLA counts S times the FLOPs of one.
+    assert p['flops_per_step'] == pytest.approx(p['seeds'] * solo['flops_per_step'], rel=0.02)
   text = (tmp_path / 'results.md').read_text()
+  assert len([l for l in text.splitlines() if l.startswith('| `preact_resnet18` | 8 |')]) == 6
   table = [l for l in text.splitlines() if l.startswith('| `preact_resnet18` | 32 px, 16 |')]
   assert len(table) == 1 and table[0].count('|') == 10
   assert len([l for l in text.splitlines() if l.startswith('| cifar100 |')]) == 1
