@@ -5,8 +5,8 @@ the state, every batch, every superior and every step's metrics has a leading ax
 one entry per seed, and the pure step, init and end-of-epoch update are `jax.vmap`ped
 over it: each seed keeps its own initialisation, data order, augmentation, method state
 and BatchNorm statistics, while the device runs one program with the same number of
-kernel launches as one seed. The step and the methods never know (docs/usage.md,
-*Packing seeds*).
+kernel launches as one seed. The step and the methods never know (docs/reproducing.md,
+*Packing seeds*; when it pays: docs/benchmarks.md, *Packed seeds*).
 
 Sharding: the batch axis stays sharded over the mesh's 'data' axis exactly as in a solo
 run, and the seed axis is replicated. Each seed then sees its global batch split over
