@@ -161,10 +161,13 @@ class _Trainer:
         every_steps=config.log_every_steps)
     self.train_time_s = 0.0
 
+  def _seed(self, k: int) -> str:
+    """' seed 2' for the k-th seed of a pack; '' for a solo run (its logs stay as before)."""
+    return f' seed {self.seeds.seeds[k]}' if self.seeds.count > 1 else ''
+
   def _name(self, k: int) -> str:
     """The phase's name in log lines and errors: 'student', or 'student seed 2' in a pack."""
-    packed = self.seeds.count > 1
-    return self.phases[k].name + (f' seed {self.seeds.seeds[k]}' if packed else '')
+    return self.phases[k].name + self._seed(k)
 
   # -- checkpoints ---------------------------------------------------------------------
   def restore(self) -> tuple[int, int]:
@@ -228,7 +231,7 @@ class _Trainer:
     rates = self.throughput(len(pending), seconds)
     for k, writer in enumerate(self.writers):
       mine = [(s, ms[k]) for s, ms in per_seed]
-      _check_finite(mine, f' (seed {self.seeds.seeds[k]})' if self.seeds.count > 1 else '')
+      _check_finite(mine, f' ({self._seed(k).strip()})' if self._seed(k) else '')
       step, means = mine[-1][0], _mean_metrics(mine)
       writer.write_scalars(step, {f'train/{name}': v for name, v in means.items()})
       writer.write_scalars(step, {f'throughput/{name}': v for name, v in rates.items()
